@@ -1,0 +1,243 @@
+"""The SBI dataset: real FF++ frames in, (real, self-blended fake) pairs out (SBI_REFERENCE.md sections 1-3)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .config import Config
+from .sbi import (BadSample, box_crop, choose_box, hflip, landmark_crop, pair_transform, reorder_forehead,
+                  self_blend, source_transform)
+
+_logger = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+MAX_TRIES = 10  # replacements tried for one item, and blend resamples tried for one frame
+
+
+class DataQualityError(RuntimeError):
+    """More samples failed than the config allows (`max_bad_fraction`)."""
+
+
+@dataclass
+class Sample:
+    real: np.ndarray  # float32 CHW in [0, 1]
+    fake: np.ndarray
+    mask: np.ndarray  # float32 HW in [0, 1], the blend weight of the source
+    mask_type: str
+    failures: list  # (path, reason) of the frames that failed before this one was made
+
+
+def video_dir(root: str | Path, compression: str) -> Path:
+    return Path(root) / "original_sequences" / "youtube" / compression
+
+
+def split_videos(root: str | Path, split: str) -> list[str]:
+    """The 3-digit video ids of an official split file (a list of [id_a, id_b] pairs)."""
+    path = Path(root) / f"{split}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"split file {path} not found (expected FF++'s {', '.join(s + '.json' for s in SPLITS)})")
+    return sorted({vid for pair in json.loads(path.read_text()) for vid in pair})
+
+
+def list_frames(root: str | Path, split: str, compression: str, frames_per_video: int) -> list[Path]:
+    """Per video of the split, `frames_per_video` frames at round(linspace); frames without landmarks are dropped."""
+    base = video_dir(root, compression)
+    frames, missing_video, missing_files = [], 0, 0
+    for vid in split_videos(root, split):
+        paths = sorted((base / "frames" / vid).glob("*.png"))
+        if not paths:
+            missing_video += 1
+            continue
+        if frames_per_video < len(paths):
+            paths = [paths[round(i)] for i in np.linspace(0, len(paths) - 1, frames_per_video)]
+        for p in paths:
+            if _aux_path(p, "landmarks").is_file() and _aux_path(p, "retina").is_file():
+                frames.append(p)
+            else:
+                missing_files += 1
+    if missing_video or missing_files:
+        _logger.warning("%s split: %d video(s) without frames, %d frame(s) without landmark/retina file (dropped)",
+                        split, missing_video, missing_files)
+    if not frames:
+        raise FileNotFoundError(f"the {split} split has no usable frames: looked in {base / 'frames'} for the videos "
+                                f"of {Path(root) / (split + '.json')} (and their landmarks/ and retina/ files)")
+    return frames
+
+
+def _aux_path(frame: Path, kind: str) -> Path:
+    return frame.parents[2] / kind / frame.parent.name / (frame.stem + ".npy")
+
+
+def _load_points(path: Path, what: str, shapes: tuple[int, ...]) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise BadSample(f"unreadable {what} file ({type(e).__name__}: {e})") from None
+    if arr.ndim != 3 or len(arr) == 0 or arr.shape[1] not in shapes or arr.shape[2] != 2:
+        raise BadSample(f"{what} file has shape {arr.shape}; expected (n_faces>=1, {' or '.join(map(str, shapes))}, 2)")
+    return arr
+
+
+class Stopwatch:
+    """Adds the time since the previous lap to `totals[name]`; does nothing when totals is None."""
+
+    def __init__(self, totals: dict | None):
+        self.totals, self.last = totals, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.totals is not None:
+            now = time.perf_counter()
+            self.totals[name] += now - self.last
+            self.last = now
+
+
+def _resize_chw(img: np.ndarray, size: int) -> np.ndarray:
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+    return np.divide(chw, 255, out=chw)
+
+
+class SBIDataset(Dataset):
+    """Real frames of one FF++ split; item i is a (real, fake) pair made by self-blending frame i.
+
+    Train items are random (seeded by seed, epoch and index: see `set_epoch`); val/test items are fixed per index.
+    """
+
+    def __init__(self, root: str | Path, split: str, image_size: int, compression: str = "c23",
+                 frames_per_video: int = 8, mask_type: str = "random", seed: int = 5):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not '{split}'")
+        self.frames = list_frames(root, split, compression, frames_per_video)
+        self.train, self.image_size, self.mask_type, self.seed, self.epoch = split == "train", image_size, mask_type, seed, 0
+        self.source_aug, self.pair_aug = source_transform(), pair_transform()
+        self.profile = None  # a defaultdict(float) here collects seconds per stage (src.bench_data)
+        n_points = _load_points(_aux_path(self.frames[0], "landmarks"), "landmark", (68, 81)).shape[1]
+        if n_points == 68:
+            _logger.warning("68-point landmarks in %s: no forehead points, so blend masks stop at the brows "
+                            "(the released SBI teacher used the 81-point model)", video_dir(root, compression))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Train samples of each epoch differ; call before the DataLoader iterates (workers copy the dataset)."""
+        self.epoch = epoch
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.epoch, index) if self.train else (self.seed, index))
+
+    def make(self, index: int, rng: np.random.Generator) -> Sample:
+        """Build the pair of frame `index` (raises BadSample when its files cannot make one)."""
+        path, watch = self.frames[index], Stopwatch(self.profile)
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR; converted to RGB after the first crop (cheaper)
+        if img is None:
+            raise BadSample("missing or unreadable frame")
+        landmark = _load_points(_aux_path(path, "landmarks"), "landmark", (68, 81))[0].astype(np.int32)
+        box = choose_box(landmark, _load_points(_aux_path(path, "retina"), "retina", (7,)).astype(np.float32))
+        landmark = reorder_forehead(landmark)
+        watch.lap("decode")
+        if self.train and rng.random() < 0.5:
+            img, landmark, box = hflip(img, landmark, box)
+        x0, y0, x1, y1 = landmark_crop(img, landmark)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            raise BadSample("landmarks lie outside the image")
+        img, landmark, box = cv2.cvtColor(img[y0:y1, x0:x1], cv2.COLOR_BGR2RGB), landmark - [x0, y0], box - [x0, y0]
+        watch.lap("crops")
+        for _ in range(MAX_TRIES):  # an empty blend mask is resampled, never divided by
+            try:
+                real, fake, mask, kind = self_blend(img, landmark, rng, self.mask_type, self.source_aug)
+                break
+            except BadSample as e:
+                reason = str(e)
+        else:
+            raise BadSample(f"{reason} in {MAX_TRIES} tries")
+        watch.lap("blend")
+        if self.train:
+            self.pair_aug.set_random_seed(int(rng.integers(2**31)))
+            out = self.pair_aug(image=fake, image1=real)
+            fake, real = out["image"], out["image1"]
+        watch.lap("augment")
+        x0, y0, x1, y1 = box_crop(real, box, rng if self.train else None)
+        crop = np.s_[y0:y1, x0:x1]
+        sample = Sample(_resize_chw(real[crop], self.image_size), _resize_chw(fake[crop], self.image_size),
+                        cv2.resize(mask[crop], (self.image_size,) * 2), kind, [])
+        watch.lap("resize")
+        return sample
+
+    def __getitem__(self, index: int) -> Sample:
+        """The pair of frame `index`, or of a replacement frame if that one is bad (the failure travels along)."""
+        failures = []
+        for _ in range(MAX_TRIES):
+            rng = self._rng(index)
+            try:
+                sample = self.make(index, rng)
+                sample.failures = failures
+                return sample
+            except BadSample as e:
+                failures.append((str(self.frames[index]), str(e)))
+                index = int(rng.integers(len(self))) if self.train else (index + 1) % len(self)
+        raise DataQualityError(f"{MAX_TRIES} bad samples in a row, e.g. {failures[-1][0]}: {failures[-1][1]}")
+
+
+def collate_pairs(batch: list[Sample]) -> dict:
+    """B pairs -> 2B images: B reals (label 0) then B fakes (label 1)."""
+    images = np.stack([s.real for s in batch] + [s.fake for s in batch])
+    return {"images": torch.from_numpy(images),
+            "labels": torch.tensor([0] * len(batch) + [1] * len(batch)),
+            "failures": [f for s in batch for f in s.failures]}
+
+
+class BadSampleTracker:
+    """Counts failed samples per epoch, logs each bad file once, and stops the run past `max_fraction`."""
+
+    def __init__(self, max_fraction: float):
+        self.max_fraction, self.seen, self.failed, self.total = max_fraction, set(), 0, 0
+
+    def update(self, failures: list, n_ok: int) -> None:
+        self.failed += len(failures)
+        self.total += len(failures) + n_ok
+        for path, reason in failures:
+            if path not in self.seen:
+                self.seen.add(path)
+                _logger.warning("bad sample skipped and replaced: %s (%s)", path, reason)
+        if self.total >= 200:
+            self.check()
+
+    def check(self) -> None:
+        if self.failed > self.max_fraction * self.total:
+            raise DataQualityError(
+                f"{self.failed} of {self.total} samples failed ({self.failed / self.total:.1%} > max_bad_fraction "
+                f"{self.max_fraction:.1%}); the warnings above name the files. Fix or re-run preprocessing for them, "
+                f"or raise max_bad_fraction in the config.")
+
+    def end_epoch(self) -> int:
+        """Check the epoch's totals, reset, and return the number of failed samples."""
+        self.check()
+        failed, self.failed, self.total = self.failed, 0, 0
+        return failed
+
+
+def ensure_data(cfg: Config) -> Path:
+    """The data root; generated with src.synthetic on first use when the config marks its data as synthetic."""
+    root = Path(cfg.data_root)
+    if root.exists():
+        return root
+    if cfg.synthetic_data:
+        from .synthetic import generate_dataset  # noqa: PLC0415 (only the demo needs it)
+
+        _logger.info("synthetic data root %s is missing: generating it", root)
+        return generate_dataset(root, compression=cfg.compression, seed=cfg.seed)
+    raise FileNotFoundError(f"data root '{root}' does not exist. Preprocess FaceForensics++ into it first "
+                            f"(see KNOWLEDGE_DISTILLATION_GUIDE.md, 'Data'), or set data_root in the config.")
+
+
+def build_dataset(cfg: Config, split: str) -> SBIDataset:
+    return SBIDataset(ensure_data(cfg), split, cfg.image_size, cfg.compression, cfg.frames_per_video,
+                      cfg.mask_type, cfg.seed)

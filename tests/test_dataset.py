@@ -1,0 +1,115 @@
+"""The SBI dataset on generated FF++-layout data: pairs, determinism, 68 points, and bad-data handling."""
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from src.config import Config
+from src.dataset import (BadSampleTracker, DataQualityError, SBIDataset, collate_pairs, ensure_data, list_frames,
+                         video_dir)
+from src.synthetic import generate_dataset
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("ff") / "data", videos=6, frames=3, frame_size=(160, 128),
+                            face_size=60)
+
+
+@pytest.fixture()
+def copy(root, tmp_path):
+    """A private copy of the data that a test may damage."""
+    return shutil.copytree(root, tmp_path / "data")
+
+
+def test_items_are_float_pairs_and_collate_puts_reals_first(root):
+    ds = SBIDataset(root, "train", SIZE)
+    s = ds[0]
+    assert s.real.shape == s.fake.shape == (3, SIZE, SIZE) and s.real.dtype == s.fake.dtype == np.float32
+    assert 0 <= s.real.min() and s.real.max() <= 1 and np.abs(s.fake - s.real).max() > 0
+    batch = collate_pairs([ds[i] for i in range(3)])
+    assert batch["images"].shape == (6, 3, SIZE, SIZE) and batch["labels"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert np.array_equal(batch["images"][3].numpy(), ds[0].fake)
+
+
+def test_split_uses_linspace_frames_of_its_videos(root):
+    frames = list_frames(root, "val", "c23", 2)
+    ids = {v for pair in json.loads((root / "val.json").read_text()) for v in pair}
+    assert {f.parent.name for f in frames} == ids
+    assert sorted({f.name for f in frames}) == ["000.png", "002.png"]  # round(linspace(0, 2, 2))
+
+
+def test_val_samples_are_fixed_and_train_samples_vary_by_epoch(root):
+    val_a, val_b = SBIDataset(root, "val", SIZE), SBIDataset(root, "val", SIZE)
+    val_b.set_epoch(7)
+    for i in range(len(val_a)):
+        assert np.array_equal(val_a[i].fake, val_b[i].fake) and np.array_equal(val_a[i].real, val_b[i].real)
+    train = SBIDataset(root, "train", SIZE)
+    train.set_epoch(1)
+    first = train[0].fake
+    assert np.array_equal(first, train[0].fake)
+    train.set_epoch(2)
+    assert not np.array_equal(first, train[0].fake)
+
+
+def test_68_point_landmarks_work_with_one_warning(tmp_path, caplog):
+    root = generate_dataset(tmp_path / "d68", videos=6, frames=2, frame_size=(160, 128), face_size=60,
+                            n_landmarks=68)
+    with caplog.at_level(logging.WARNING):
+        ds = SBIDataset(root, "train", SIZE)
+        kinds = {ds[i].mask_type for i in range(len(ds))}
+    assert sum("68-point" in r.message for r in caplog.records) == 1
+    assert kinds
+
+
+def _frame(root, split="train", i=0):
+    return list_frames(root, split, "c23", 8)[i]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda f: f.write_bytes(b"not a png"), "unreadable frame"),
+    (lambda f: f.unlink(), "unreadable frame"),
+    (lambda f: (f.parents[2] / "landmarks" / f.parent.name / f"{f.stem}.npy").write_bytes(b"junk"), "unreadable landmark"),
+    (lambda f: (f.parents[2] / "landmarks" / f.parent.name / f"{f.stem}.npy").unlink(), "unreadable landmark"),
+    (lambda f: np.save(f.parents[2] / "retina" / f.parent.name / f"{f.stem}.npy",
+                       np.full((1, 7, 2), 5000, np.float32)), "outside the image"),
+    (lambda f: np.save(f.parents[2] / "landmarks" / f.parent.name / f"{f.stem}.npy",
+                       np.full((1, 81, 2), -500, np.int32)), "outside the image"),
+])
+def test_bad_sample_is_replaced_and_reported(copy, damage, reason):
+    ds = SBIDataset(copy, "val", SIZE)
+    bad = ds.frames[0]
+    damage(bad)
+    s = ds[0]
+    assert len(s.failures) == 1 and s.failures[0][0] == str(bad) and reason in s.failures[0][1]
+    assert np.isfinite(s.fake).all() and np.array_equal(s.fake, ds[1].fake)  # val replacement: the next frame
+
+
+def test_tracker_aborts_past_the_allowed_fraction(caplog):
+    tracker = BadSampleTracker(0.01)
+    tracker.update([("a.png", "unreadable frame")], 199)
+    with caplog.at_level(logging.WARNING):
+        tracker.update([("a.png", "unreadable frame")], 100)  # the same file is logged once
+    assert tracker.end_epoch() == 2
+    with pytest.raises(DataQualityError, match=r"3 of 203 samples failed .*max_bad_fraction"):
+        tracker.update([("b.png", "x"), ("c.png", "y"), ("d.png", "z")], 200)
+
+
+def test_empty_split_names_where_it_looked(copy):
+    (copy / "val.json").write_text(json.dumps([["900", "901"]]))
+    with pytest.raises(FileNotFoundError, match=r"val split has no usable frames.*frames"):
+        SBIDataset(copy, "val", SIZE)
+
+
+def test_missing_real_data_root_points_to_preprocessing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Preprocess FaceForensics"):
+        ensure_data(Config(data_root=str(tmp_path / "nowhere")))
+
+
+def test_synthetic_data_root_is_generated_on_first_use(tmp_path):
+    root = ensure_data(Config(data_root=str(tmp_path / "demo"), synthetic_data=True, compression="raw"))
+    assert (video_dir(root, "raw") / "frames").is_dir() and (root / "train.json").is_file()
