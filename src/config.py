@@ -38,6 +38,7 @@ class Config:
     data_root: str = "data/FaceForensics++"
     compression: str = field(default="c23", metadata=_choice("raw", "c23", "c40"))
     synthetic_data: bool = False  # generate the data root with src.synthetic when it is missing
+    synthetic_videos: int = field(default=96, metadata=_range(6, 100000))  # how many videos to generate then
     image_size: int = field(default=380, metadata=_range(32, 2048))  # SBI crop size, the teacher's input
     student_image_size: Optional[int] = field(default=256, metadata=_range(32, 2048))  # None: same as image_size
     frames_per_video: int = field(default=8, metadata=_range(1, 1000))

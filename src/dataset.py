@@ -233,7 +233,7 @@ def ensure_data(cfg: Config) -> Path:
         from .synthetic import generate_dataset  # noqa: PLC0415 (only the demo needs it)
 
         _logger.info("synthetic data root %s is missing: generating it", root)
-        return generate_dataset(root, compression=cfg.compression, seed=cfg.seed)
+        return generate_dataset(root, videos=cfg.synthetic_videos, compression=cfg.compression, seed=cfg.seed)
     raise FileNotFoundError(f"data root '{root}' does not exist. Preprocess FaceForensics++ into it first "
                             f"(see KNOWLEDGE_DISTILLATION_GUIDE.md, 'Data'), or set data_root in the config.")
 

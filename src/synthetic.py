@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-FOREHEAD_ORDER = np.array([77, 75, 76, 68, 69, 70, 71, 80, 72, 73, 79, 74, 78])  # arc = file[FOREHEAD_ORDER]
+from .sbi import FOREHEAD_ORDER  # arc = file[FOREHEAD_ORDER]
+
 # Face frame: jaw width 1, x to the image right, y down, z towards the camera. Points past the 81 landmarks:
 _HEAD, _HAIR, _NECK, _BODY = slice(81, 96), slice(96, 126), slice(126, 130), slice(130, 136)
 _EYE = np.array([[-0.5, 0], [-0.17, -0.5], [0.17, -0.5], [0.5, 0], [0.17, 0.42], [-0.17, 0.42]])  # 36-41 / eye size
@@ -284,7 +285,8 @@ def generate_dataset(out: str | Path, videos: int = 48, frames: int = 8, frame_s
     return out
 
 
-def _frame_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720)."""
     w, h = text.lower().split("x")
     return int(w), int(h)
 
@@ -294,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--videos", type=int, default=48)
     ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--frame-size", type=_frame_size, default=(320, 256), help="WxH, e.g. 1280x720")
+    ap.add_argument("--frame-size", type=parse_size, default=(320, 256), help="WxH, e.g. 1280x720")
     ap.add_argument("--face-size", type=float, default=110, help="approximate face (jaw) width in pixels")
     ap.add_argument("--landmarks", type=int, choices=(81, 68), default=81)
     ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23")

@@ -111,5 +111,6 @@ def test_missing_real_data_root_points_to_preprocessing(tmp_path):
 
 
 def test_synthetic_data_root_is_generated_on_first_use(tmp_path):
-    root = ensure_data(Config(data_root=str(tmp_path / "demo"), synthetic_data=True, compression="raw"))
+    root = ensure_data(Config(data_root=str(tmp_path / "demo"), synthetic_data=True, synthetic_videos=6,
+                              compression="raw"))
     assert (video_dir(root, "raw") / "frames").is_dir() and (root / "train.json").is_file()

@@ -1,0 +1,54 @@
+"""Stage 2: distil the frozen SBI teacher into the stage-1 student with alpha*CE + (1-alpha)*KL(T)*T^2 and SAM.
+
+    python main_distillation.py configs/config_SBI.json -n distill_mobilevit [--resume RUN_DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from src.engine import fit, prepare_run
+from src.models import build_student, create_classifier, load_checkpoint_model, load_teacher
+
+_logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="JSON config, e.g. configs/config_SBI.json")
+    parser.add_argument("-n", "--name", required=True, help="run name: output/<name>_<timestamp>/")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its weights/last.pth")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--allow-imagenet-start", action="store_true",
+                        help="distil into the ImageNet student without stage 1 (unstable: see the guide)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg, run_dir, state = prepare_run(args.config, args.name, args.set, args.resume)
+    if not cfg.teacher_weights:
+        raise SystemExit("config key 'teacher_weights' is not set: point it at the SBI teacher (e.g. weights/FFc23.tar)")
+    teacher = load_teacher(cfg.teacher_weights, cfg.teacher_arch)
+    if state:
+        model, arch = create_classifier(state["arch"]), state["arch"]
+    elif cfg.pretrained_student_weights:
+        model, ckpt = load_checkpoint_model(cfg.pretrained_student_weights)
+        arch = ckpt["arch"]
+        if arch != cfg.model:
+            raise SystemExit(f"pretrained_student_weights holds a '{arch}' but the config's model is '{cfg.model}': "
+                             f"set model to '{arch}' or point pretrained_student_weights at a {cfg.model} checkpoint")
+        _logger.info("student: %s from stage 1 (epoch %s, val AUC %.4f)", arch, ckpt["epoch"], ckpt["val_auc"])
+    elif args.allow_imagenet_start:
+        _logger.warning("--allow-imagenet-start: distilling into a student that skipped stage 1; expect NaN skips")
+        model, arch = build_student(cfg), cfg.model
+    else:
+        raise SystemExit("config key 'pretrained_student_weights' is not set. Run stage 1 first "
+                         "(python train_student_only.py CONFIG -n pretrain_mobilevit) and point it at "
+                         "output/pretrain_mobilevit_*/weights/BEST.pth, or pass --allow-imagenet-start to distil "
+                         "from ImageNet weights anyway (the KD loss tends to explode then: see the guide).")
+    fit(cfg, run_dir, model, arch=arch, teacher=teacher, state=state)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""The training engine shared by both stages: one SAM step, one epoch, validation, and the run loop."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import Config, build_config, load_config, parse_override
+from .dataset import BadSampleTracker, SBIDataset, build_dataset, collate_pairs
+from .losses import kd_loss
+from .sam import SAM, frozen_bn_stats
+from .schedule import alpha_at, sbi_lr_lambda
+
+_logger = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+def student_view(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The batch as the student sees it: resized from the SBI crop with antialiasing (a no-op at equal size)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def make_loader(dataset: SBIDataset, cfg: Config, train: bool, epoch: int = 0) -> DataLoader:
+    """Pairs per batch = batch_size / 2; train order is shuffled reproducibly per epoch."""
+    dataset.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(cfg.seed + epoch)
+    return DataLoader(dataset, batch_size=cfg.batch_size // 2, shuffle=train, drop_last=train and len(dataset) >= cfg.batch_size // 2,
+                      num_workers=cfg.num_workers, collate_fn=collate_pairs, generator=generator,
+                      pin_memory=torch.cuda.is_available())
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> tuple[SAM, torch.optim.lr_scheduler.LambdaLR]:
+    """SAM over the configured base optimizer, with the SBI schedule (constant, then linear decay)."""
+    if cfg.optimizer == "sgd":
+        base, kwargs = torch.optim.SGD, dict(momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        base, kwargs = torch.optim.AdamW, dict(weight_decay=cfg.weight_decay)
+    optimizer = SAM(model.parameters(), base, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive, lr=cfg.lr, **kwargs)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, sbi_lr_lambda(cfg.epoch, cfg.lr_decay_fraction))
+
+
+def _finite_grad_norm(params: list[nn.Parameter], clip: float | None) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip else torch.nn.utils.get_total_norm(grads)
+    return bool(torch.isfinite(norm))
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Config, epoch: int, device: torch.device,
+                    tracker: BadSampleTracker, teacher: nn.Module | None = None) -> dict:
+    """One epoch of SAM steps; stage 2 (teacher given) trains on alpha*CE + (1-alpha)*KL(T)*T^2."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    alpha = alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule) if teacher is not None else 1.0
+    sums = dict(loss=0.0, correct=0, n=0, hard=0.0, soft=0.0, agree=0, steps=0, skipped=0)
+    consecutive = 0
+    # disable=None: no bar when stderr is not a terminal (log files); the per-epoch log line stays
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epoch}", leave=False, dynamic_ncols=True, disable=None)
+    for batch in bar:
+        tracker.update(batch["failures"], len(batch["labels"]) // 2)
+        images, labels = batch["images"].to(device, non_blocking=True), batch["labels"].to(device)
+        x = student_view(images, cfg.student_size)
+        if teacher is not None:
+            with torch.no_grad():  # once per batch: the same input gives the same logits in both SAM passes
+                t_logits = teacher(images).float()
+
+        def loss_of(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            if teacher is None:
+                ce = F.cross_entropy(logits.float(), labels)
+                return ce, ce, torch.zeros(())
+            return kd_loss(logits, t_logits, labels, alpha, cfg.temperature)
+
+        # pass 1: gradient at the current weights, then climb to the SAM neighbour (BN statistics move here only)
+        logits = model(x)
+        loss, hard, soft = loss_of(logits)
+        optimizer.zero_grad(set_to_none=True)
+        ok = bool(torch.isfinite(loss))
+        if ok:
+            loss.backward()
+            ok = _finite_grad_norm(params, None)
+        if ok:
+            optimizer.first_step()
+            # pass 2: gradient at the perturbed weights, clipped, applied at the restored weights
+            with frozen_bn_stats(model):
+                loss2 = loss_of(model(x))[0]
+            optimizer.zero_grad(set_to_none=True)
+            ok = bool(torch.isfinite(loss2))
+            if ok:
+                loss2.backward()
+                ok = _finite_grad_norm(params, cfg.grad_clip)
+            if ok:
+                optimizer.second_step()
+            else:
+                optimizer.restore()
+        if not ok:
+            sums["skipped"] += 1
+            consecutive += 1
+            optimizer.zero_grad(set_to_none=True)
+            if consecutive >= cfg.max_consecutive_nonfinite:
+                raise NonFiniteError(
+                    f"{consecutive} consecutive steps had a non-finite loss or gradient (epoch {epoch}). Likely causes: "
+                    f"lr too high (now {optimizer.param_groups[0]['lr']:.2e}); in stage 2, a student that was not "
+                    f"pre-trained in stage 1 (its logits are far from the teacher's, see the guide's NaN section); "
+                    f"or corrupt input data. Lower lr, start stage 2 from the stage-1 BEST.pth, or check the data.")
+            continue
+        consecutive = 0
+        n = len(labels)
+        sums["loss"] += loss.item() * n
+        sums["hard"] += hard.item() * n
+        sums["soft"] += soft.item() * n
+        sums["correct"] += (logits.argmax(1) == labels).sum().item()
+        sums["n"] += n
+        sums["steps"] += 1
+        if teacher is not None:
+            sums["agree"] += (logits.argmax(1) == t_logits.argmax(1)).sum().item()
+        bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}", acc=f"{sums['correct'] / sums['n']:.3f}",
+                        lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    n = max(sums["n"], 1)
+    out = dict(train_loss=sums["loss"] / n, train_acc=sums["correct"] / n, skipped_steps=sums["skipped"])
+    if teacher is not None:
+        out.update(alpha=alpha, hard_loss=sums["hard"] / n, soft_loss=sums["soft"] / n, agreement=sums["agree"] / n)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, size: int,
+             tracker: BadSampleTracker | None = None) -> dict:
+    """Loss, accuracy and ROC AUC of softmax[:, 1] over the val reals and their SBI fakes."""
+    model.eval()
+    losses, probs, targets = [], [], []
+    for batch in tqdm(loader, desc="val", leave=False, dynamic_ncols=True, disable=None):
+        if tracker is not None:
+            tracker.update(batch["failures"], len(batch["labels"]) // 2)
+        logits = model(student_view(batch["images"].to(device), size)).float()
+        labels = batch["labels"].to(device)
+        losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
+        probs.append(logits.softmax(1)[:, 1].cpu())
+        targets.append(labels.cpu())
+    probs, targets = torch.cat(probs).numpy(), torch.cat(targets).numpy()
+    auc = float(roc_auc_score(targets, probs)) if np.isfinite(probs).all() else float("nan")
+    return dict(val_loss=sum(losses) / len(targets), val_acc=float(((probs > 0.5) == targets).mean()), val_auc=auc)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# run folder: config.json, log.csv, train.log, curves.png, weights/
+
+
+def setup_logging(log_file: Path | None = None) -> None:
+    """INFO to stderr (and to `log_file`), once per process."""
+    root = logging.getLogger()
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+    if log_file is not None:  # one run's train.log at a time (tests and the demo start several runs per process)
+        for old in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(old)
+            old.close()
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None) -> tuple[Config, Path, dict | None]:
+    """A new run folder for `name`, or the folder of the run to resume with its last.pth state."""
+    setup_logging()
+    if resume:
+        run_dir = Path(resume)
+        last = run_dir / "weights" / "last.pth"
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist (is {run_dir} a run folder of this project?)")
+        values = json.loads((run_dir / "config.json").read_text())
+        values.update(parse_override(o) for o in overrides)
+        cfg = build_config(values, source=str(run_dir / "config.json"))
+        state = checkpoint.load(last)
+        _logger.info("resuming %s after epoch %d (config from its config.json; %s is not read)", run_dir,
+                     state["epoch"], config_path)
+    else:
+        cfg = load_config(config_path, overrides)
+        run_dir = Path(cfg.output_dir) / f"{name}_{datetime.now():%Y%m%d-%H%M%S}"
+        state = None
+    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    probe = run_dir / "weights" / ".write_test"
+    try:  # fail now, not after the first epoch, when the output folder is unwritable or the disk is full
+        probe.write_bytes(b"\0" * (1 << 20))
+    except OSError as e:
+        raise OSError(f"cannot write to the output folder {run_dir}: {e}") from None
+    finally:
+        probe.unlink(missing_ok=True)
+    if state is None:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    setup_logging(run_dir / "train.log")
+    _logger.info("run folder: %s", run_dir)
+    return cfg, run_dir, state
+
+
+def _log_epoch(run_dir: Path, row: dict) -> None:
+    path = run_dir / "log.csv"
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+def plot_curves(run_dir: Path) -> None:
+    """curves.png: train/val loss and val AUC per epoch, from log.csv."""
+    import matplotlib  # noqa: PLC0415 (only needed here)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    with open(run_dir / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("train_loss", "val_loss"):
+        ax_loss.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
+    ax_auc.plot(epochs, [float(r["val_auc"]) for r in rows], marker="o", color="tab:green")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_auc.set(xlabel="epoch", ylabel="val AUC", title="val AUC")
+    ax_loss.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "curves.png", dpi=80)
+    plt.close(fig)
+
+
+def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None = None,
+        state: dict | None = None) -> Path:
+    """Train `model` for cfg.epoch epochs (stage 2 when a teacher is given); returns the weights folder."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    _logger.info("data: %d train frames, %d val frames; %s at %d px (crops at %d px)", len(train_set), len(val_set),
+                 arch, cfg.student_size, cfg.image_size)
+    val_loader = make_loader(val_set, cfg, train=False)
+    tracker = BadSampleTracker(cfg.max_bad_fraction)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    saver = checkpoint.CheckpointSaver(run_dir / "weights", cfg.keep_top_k, state and state["top_k"])
+    start = 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)  # this config's schedule, also if --set changed epoch
+        torch.set_rng_state(state["rng"])  # data randomness is seeded per sample
+        start = state["epoch"] + 1
+    else:
+        torch.manual_seed(cfg.seed)
+    if teacher is not None:
+        teacher.to(device)
+        if state is None:
+            auc = evaluate(teacher, val_loader, device, cfg.image_size)["val_auc"]
+            _logger.info("teacher val AUC: %.4f", auc)
+            if not auc >= cfg.min_teacher_auc:
+                raise RuntimeError(
+                    f"the teacher scores val AUC {auc:.4f} < min_teacher_auc {cfg.min_teacher_auc} on SBI fakes: it "
+                    f"was most likely loaded wrongly (wrong file, architecture or input size: it expects image_size "
+                    f"{cfg.image_size}, RGB in [0, 1], no normalisation). See the guide's troubleshooting section.")
+    for epoch in range(start, cfg.epoch + 1):
+        t0 = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        train = train_one_epoch(model, make_loader(train_set, cfg, True, epoch), optimizer, cfg, epoch, device,
+                                tracker, teacher)
+        val = evaluate(model, val_loader, device, cfg.student_size, tracker)
+        bad = tracker.end_epoch()
+        scheduler.step()
+        row = dict(epoch=epoch, lr=lr, **train, **val, bad_samples=bad, seconds=round(time.time() - t0, 1))
+        if not math.isfinite(val["val_auc"]):
+            raise NonFiniteError(f"val AUC is not finite in epoch {epoch}: the model outputs NaN; lower lr")
+        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                     epoch=epoch, val_auc=val["val_auc"], arch=arch, config=cfg.to_dict(), rng=torch.get_rng_state())
+        saved = saver.save(state, epoch, val["val_auc"])
+        _log_epoch(run_dir, row)
+        plot_curves(run_dir)
+        _logger.info("epoch %d: %s%s", epoch, ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                       for k, v in row.items() if k != "epoch"),
+                     f" -> {saved.name}" if saved else "")
+    _logger.info("done: best val AUC %.4f (epoch %d), %s", *saver.ranked[0], run_dir / "weights" / "BEST.pth")
+    return run_dir / "weights"

@@ -1,0 +1,147 @@
+"""The training engine and both entry scripts, end to end on generated data with tiny models."""
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import main_distillation
+import train_student_only
+from src import checkpoint
+from src.config import Config
+from src.dataset import BadSampleTracker
+from src.models import load_teacher
+from src.engine import NonFiniteError, make_optimizer, student_view, train_one_epoch
+from src.synthetic import generate_dataset
+
+TINY = "test_efficientnet"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    """A config file for 2 quick epochs on 6 generated videos."""
+    tmp = tmp_path_factory.mktemp("engine")
+    root = generate_dataset(tmp / "data", videos=6, frames=2, frame_size=(160, 128), face_size=60)
+    values = dict(data_root=str(root), image_size=48, student_image_size=32, model=TINY, num_workers=0, epoch=2,
+                  batch_size=8, lr=1e-3, optimizer="adamw", output_dir=str(tmp / "output"), keep_top_k=1,
+                  teacher_arch=TINY, min_teacher_auc=0.0)
+    path = tmp / "config.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def run_dirs(config, name):
+    return sorted((config.parent / "output").glob(f"{name}_*"))
+
+
+def test_stage1_writes_the_run_folder(config):
+    train_student_only.main([str(config), "-n", "s1"])
+    run = run_dirs(config, "s1")[-1]
+    assert {p.name for p in run.iterdir()} == {"config.json", "log.csv", "train.log", "curves.png", "weights"}
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "skipped_steps", "seconds"} <= set(rows[0])
+    weights = {p.name for p in (run / "weights").iterdir()}
+    best = max(rows, key=lambda r: (float(r["val_auc"]), -int(r["epoch"])))
+    assert weights == {f"{best['epoch']}_{float(best['val_auc']):.4f}_val.pth", "BEST.pth", "last.pth"}
+    ckpt = checkpoint.load(run / "weights" / "BEST.pth")
+    assert ckpt["arch"] == TINY and ckpt["config"]["image_size"] == 48 and ckpt["epoch"] == int(best["epoch"])
+    assert {"model", "optimizer", "scheduler", "val_auc"} <= set(ckpt)
+
+
+def test_resume_continues_to_identical_weights(config):
+    train_student_only.main([str(config), "-n", "straight"])
+    train_student_only.main([str(config), "-n", "halves", "--set", "epoch=1"])
+    half = run_dirs(config, "halves")[-1]
+    train_student_only.main([str(config), "-n", "ignored", "--resume", str(half), "--set", "epoch=2"])
+    a = checkpoint.load(run_dirs(config, "straight")[-1] / "weights" / "last.pth")
+    b = checkpoint.load(half / "weights" / "last.pth")
+    assert b["epoch"] == 2 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [r["epoch"] for r in csv.DictReader(open(half / "log.csv"))] == ["1", "2"]
+
+
+def test_stage2_distils_from_the_stage1_checkpoint(config, monkeypatch):
+    pattern = str(config.parent / "output" / "s1_*" / "weights" / "BEST.pth")
+    calls = []
+
+    def counting_teacher(*args, **kwargs):
+        teacher = load_teacher(*args, **kwargs)
+        teacher.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
+        return teacher
+
+    monkeypatch.setattr(main_distillation, "load_teacher", counting_teacher)
+    main_distillation.main([str(config), "-n", "s2", "--set", f"teacher_weights={pattern}",
+                            "--set", f"pretrained_student_weights={pattern}"])
+    run = run_dirs(config, "s2")[-1]
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert {"alpha", "hard_loss", "soft_loss", "agreement"} <= set(rows[0])
+    assert float(rows[0]["alpha"]) == pytest.approx(0.95) and float(rows[1]["alpha"]) == pytest.approx(0.9375)
+    n_train_batches, n_val_batches = 1, 1  # 4 train and 4 val frames, 4 pairs per batch
+    assert len(calls) == 2 * n_train_batches + n_val_batches  # teacher val check + one forward per train batch
+    assert all(shape[-1] == 48 for shape in calls)  # the teacher sees image_size, the student student_image_size
+
+
+def test_stage2_refuses_a_student_without_stage1(config):
+    with pytest.raises(SystemExit, match="Run stage 1 first"):
+        main_distillation.main([str(config), "-n", "x", "--set", "teacher_weights=" + str(
+            next((config.parent / "output").glob("s1_*/weights/BEST.pth")))])
+
+
+def test_stage2_stops_when_the_teacher_cannot_tell_fakes(config):
+    best = str(next((config.parent / "output").glob("s1_*/weights/BEST.pth")))
+    with pytest.raises(RuntimeError, match="loaded wrongly"):
+        main_distillation.main([str(config), "-n", "x", "--set", f"teacher_weights={best}", "--set",
+                                f"pretrained_student_weights={best}", "--set", "min_teacher_auc=1.0"])
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3, 2)
+        self.calls, self.poison = 0, None  # poison "pass1": every forward is NaN; "pass2": every second one
+
+    def forward(self, x):
+        out = self.fc(self.bn(x).mean((2, 3)))
+        self.calls += 1
+        if self.poison == "pass1" or (self.poison == "pass2" and self.calls % 2 == 0):
+            out = out * float("nan")
+        return out
+
+
+def _batches(n):
+    g = torch.Generator().manual_seed(0)
+    return [{"images": torch.rand(4, 3, 8, 8, generator=g), "labels": torch.tensor([0, 0, 1, 1]), "failures": []}
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("poison", ["pass1", "pass2"])
+def test_nonfinite_steps_are_skipped_with_weights_untouched(poison):
+    model, cfg = Tiny(), Config(epoch=1, lr=0.1, student_image_size=8, max_consecutive_nonfinite=3)
+    model.poison = poison
+    optimizer, _ = make_optimizer(model, cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = train_one_epoch(model, _batches(2), optimizer, cfg, 1, torch.device("cpu"), BadSampleTracker(0.01))
+    assert stats["skipped_steps"] == 2
+    after = model.state_dict()
+    weights = ("fc.weight", "fc.bias", "bn.weight", "bn.bias")
+    assert all(torch.equal(before[k], after[k]) for k in weights)  # no step and no leftover SAM perturbation
+    with pytest.raises(NonFiniteError, match="3 consecutive steps.*lr too high"):
+        train_one_epoch(model, _batches(3), optimizer, cfg, 1, torch.device("cpu"), BadSampleTracker(0.01))
+
+
+def test_clean_steps_move_weights_and_bn_stats_once():
+    model, cfg = Tiny(), Config(epoch=1, lr=0.1, student_image_size=8)
+    optimizer, _ = make_optimizer(model, cfg)
+    before = model.fc.weight.clone()
+    train_one_epoch(model, _batches(3), optimizer, cfg, 1, torch.device("cpu"), BadSampleTracker(0.01))
+    assert not torch.equal(before, model.fc.weight) and model.bn.num_batches_tracked.item() == 3
+
+
+def test_student_view_resizes_with_antialiasing():
+    x = torch.zeros(1, 3, 64, 64)
+    x[..., ::2] = 1  # a pattern that plain bilinear downsampling would alias
+    assert student_view(x, 64) is x
+    small = student_view(x, 16)
+    assert small.shape == (1, 3, 16, 16) and torch.allclose(small, torch.full_like(small, 0.5), atol=0.05)

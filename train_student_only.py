@@ -1,0 +1,32 @@
+"""Stage 1: fine-tune the student (or any timm classifier) on SBI with cross-entropy and SAM.
+
+    python train_student_only.py configs/config_SBI.json -n pretrain_mobilevit [--model ARCH] [--resume RUN_DIR]
+"""
+from __future__ import annotations
+
+import argparse
+
+from src.engine import fit, prepare_run
+from src.models import build_student, create_classifier
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="JSON config, e.g. configs/config_SBI.json")
+    parser.add_argument("-n", "--name", required=True, help="run name: output/<name>_<timestamp>/")
+    parser.add_argument("--model", help="timm architecture to train instead of the config's `model`")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its weights/last.pth")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    overrides = args.set + ([f"model={args.model}"] if args.model else [])
+    cfg, run_dir, state = prepare_run(args.config, args.name, overrides, args.resume)
+    model = create_classifier(state["arch"]) if state else build_student(cfg)
+    fit(cfg, run_dir, model, arch=state["arch"] if state else cfg.model, state=state)
+
+
+if __name__ == "__main__":
+    main()
