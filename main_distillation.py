@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from src.engine import fit, prepare_run
+from src.engine import Interrupted, fit, prepare_run
 from src.models import build_student, create_classifier, load_checkpoint_model, load_teacher
 
 _logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg, run_dir, state = prepare_run(args.config, args.name, args.set, args.resume)
+    cfg, run_dir, state, d = prepare_run(args.config, args.name, args.set, args.resume)
     if not cfg.teacher_weights:
         raise SystemExit("config key 'teacher_weights' is not set: point it at the SBI teacher (e.g. weights/FFc23.tar)")
     teacher = load_teacher(cfg.teacher_weights, cfg.teacher_arch)
@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> None:
                          "(python train_student_only.py CONFIG -n pretrain_mobilevit) and point it at "
                          "output/pretrain_mobilevit_*/weights/BEST.pth, or pass --allow-imagenet-start to distil "
                          "from ImageNet weights anyway (the KD loss tends to explode then: see the guide).")
-    fit(cfg, run_dir, model, arch=arch, teacher=teacher, state=state)
+    try:
+        fit(cfg, run_dir, model, arch=arch, teacher=teacher, state=state, d=d)
+    except Interrupted as e:
+        raise SystemExit(f"{e} (same command, plus --resume)") from None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from src.engine import fit, prepare_run
+from src.engine import Interrupted, fit, prepare_run
 from src.models import build_student, create_classifier
 
 
@@ -23,9 +23,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = args.set + ([f"model={args.model}"] if args.model else [])
-    cfg, run_dir, state = prepare_run(args.config, args.name, overrides, args.resume)
+    cfg, run_dir, state, d = prepare_run(args.config, args.name, overrides, args.resume)
     model = create_classifier(state["arch"]) if state else build_student(cfg)
-    fit(cfg, run_dir, model, arch=state["arch"] if state else cfg.model, state=state)
+    try:
+        fit(cfg, run_dir, model, arch=state["arch"] if state else cfg.model, state=state, d=d)
+    except Interrupted as e:
+        raise SystemExit(f"{e} (same command, plus --resume)") from None
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def measure(cfg: Config, stage: int, steps: int) -> dict:
     tracker = BadSampleTracker(1.0)
 
     def step() -> None:
-        train_one_epoch(model, [batch], optimizer, cfg, 1, device, tracker, teacher)
+        train_one_epoch(model, [batch], optimizer, cfg, 1, tracker, teacher)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

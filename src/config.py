@@ -66,6 +66,8 @@ class Config:
     max_consecutive_nonfinite: int = field(default=20, metadata=_range(1, 1000000))
     seed: int = field(default=5, metadata=_range(0, 2**32 - 1))
     keep_top_k: int = field(default=5, metadata=_range(1, 1000))
+    amp: Optional[str] = field(default=None, metadata=_choice("bf16"))  # bf16 autocast on CUDA; None: float32
+    channels_last: bool = False
     # --- distillation (PIPELINE_DESIGN.txt) ---
     temperature: float = field(default=3.0, metadata=_range(0.0, 100.0, lo_open=True))
     alpha_start: float = field(default=0.95, metadata=_range(0.0, 1.0))
@@ -137,6 +139,10 @@ def build_config(values: dict, source: str = "config") -> Config:
             continue
         if key not in FIELDS:
             raise ConfigError(f"unknown key '{key}' in {source}{_closest(key)}")
+    if values.get("amp") in ("fp16", "float16"):
+        raise ConfigError("config key 'amp' = 'fp16' is refused: fp16 needs a gradient scaler, and scaling SAM's two "
+                          "passes is unsafe (the perturbation and the inf/NaN skips act on scaled gradients). Use "
+                          "'bf16' (same range as float32, no scaler) or null.")
     cfg = Config(**{k: _check(k, v) for k, v in values.items() if not k.startswith("_")})
     if cfg.batch_size % 2:
         raise ConfigError(f"config key 'batch_size' = {cfg.batch_size} must be even: a batch is real/fake pairs")

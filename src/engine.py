@@ -1,26 +1,31 @@
 """The training engine shared by both stages: one SAM step, one epoch, validation, and the run loop."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import Config, build_config, load_config, parse_override
+from .config import Config, ConfigError, build_config, load_config, parse_override
 from .dataset import BadSampleTracker, SBIDataset, build_dataset, collate_pairs
+from .distributed import Dist, all_true, any_true, broadcast, epoch_indices, gather, init_distributed
 from .losses import kd_loss
 from .sam import SAM, frozen_bn_stats
 from .schedule import alpha_at, sbi_lr_lambda
@@ -32,6 +37,35 @@ class NonFiniteError(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: the step in progress was finished and last.pth written."""
+
+
+_stop = {"signal": None}
+
+
+def _request_stop(signum: int, frame) -> None:
+    if _stop["signal"] is not None:  # a second Ctrl-C: stop at once (last.pth still holds the last saved state)
+        raise KeyboardInterrupt
+    _stop["signal"] = signal.Signals(signum).name
+    _logger.warning("%s: finishing the current step, then writing last.pth (again to stop at once)", _stop["signal"])
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT/SIGTERM ask the training loop to stop after the current step instead of killing it mid-write."""
+    _stop["signal"] = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def student_view(images: torch.Tensor, size: int) -> torch.Tensor:
     """The batch as the student sees it: resized from the SBI crop with antialiasing (a no-op at equal size)."""
     if images.shape[-1] == size and images.shape[-2] == size:
@@ -39,13 +73,17 @@ def student_view(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def make_loader(dataset: SBIDataset, cfg: Config, train: bool, epoch: int = 0) -> DataLoader:
-    """Pairs per batch = batch_size / 2; train order is shuffled reproducibly per epoch."""
-    dataset.set_epoch(epoch)
-    generator = torch.Generator().manual_seed(cfg.seed + epoch)
-    return DataLoader(dataset, batch_size=cfg.batch_size // 2, shuffle=train, drop_last=train and len(dataset) >= cfg.batch_size // 2,
-                      num_workers=cfg.num_workers, collate_fn=collate_pairs, generator=generator,
-                      pin_memory=torch.cuda.is_available())
+def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int | None = None,
+                skip_batches: int = 0) -> DataLoader:
+    """This rank's batches of batch_size / 2 / world pairs: train (epoch given) shuffled per epoch, else val."""
+    pairs = cfg.batch_size // 2 // d.world
+    if epoch is None:
+        indices = epoch_indices(len(dataset), 0, cfg.seed, d, None)
+    else:
+        dataset.set_epoch(epoch)
+        indices = epoch_indices(len(dataset), epoch, cfg.seed, d, pairs)[skip_batches * pairs:]
+    return DataLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
+                      collate_fn=collate_pairs, pin_memory=torch.cuda.is_available())
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> tuple[SAM, torch.optim.lr_scheduler.LambdaLR]:
@@ -58,28 +96,47 @@ def make_optimizer(model: nn.Module, cfg: Config) -> tuple[SAM, torch.optim.lr_s
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, sbi_lr_lambda(cfg.epoch, cfg.lr_decay_fraction))
 
 
+def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for forward passes on CUDA when cfg.amp asks for it (no gradient scaler: SAM-safe)."""
+    if cfg.amp == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _finite_grad_norm(params: list[nn.Parameter], clip: float | None) -> bool:
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip else torch.nn.utils.get_total_norm(grads)
     return bool(torch.isfinite(norm))
 
 
-def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Config, epoch: int, device: torch.device,
-                    tracker: BadSampleTracker, teacher: nn.Module | None = None) -> dict:
-    """One epoch of SAM steps; stage 2 (teacher given) trains on alpha*CE + (1-alpha)*KL(T)*T^2."""
+def new_sums() -> dict:
+    return dict(loss=0.0, correct=0, n=0, hard=0.0, soft=0.0, agree=0, steps=0, skipped=0, batches=0)
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Config, epoch: int,
+                    tracker: BadSampleTracker, teacher: nn.Module | None = None, d: Dist = Dist(),
+                    sums: dict | None = None) -> dict:
+    """One epoch of SAM steps (stage 2, with a teacher: alpha*CE + (1-alpha)*KL(T)*T^2); returns running sums.
+
+    Stops early, with sums["interrupted"] set, after the step in which SIGINT/SIGTERM arrived.
+    """
     model.train()
+    device, amp = d.device, autocast(cfg, d.device)
     params = [p for p in model.parameters() if p.requires_grad]
     alpha = alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule) if teacher is not None else 1.0
-    sums = dict(loss=0.0, correct=0, n=0, hard=0.0, soft=0.0, agree=0, steps=0, skipped=0)
+    sums = dict(sums or new_sums(), interrupted=False)
     consecutive = 0
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     # disable=None: no bar when stderr is not a terminal (log files); the per-epoch log line stays
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epoch}", leave=False, dynamic_ncols=True, disable=None)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epoch}", leave=False, dynamic_ncols=True,
+               disable=None if d.is_main else True)
     for batch in bar:
         tracker.update(batch["failures"], len(batch["labels"]) // 2)
-        images, labels = batch["images"].to(device, non_blocking=True), batch["labels"].to(device)
+        images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=memory)
+        labels = batch["labels"].to(device)
         x = student_view(images, cfg.student_size)
         if teacher is not None:
-            with torch.no_grad():  # once per batch: the same input gives the same logits in both SAM passes
+            with torch.no_grad(), amp:  # once per batch: the same input gives the same logits in both SAM passes
                 t_logits = teacher(images).float()
 
         def loss_of(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,28 +145,33 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
                 return ce, ce, torch.zeros(())
             return kd_loss(logits, t_logits, labels, alpha, cfg.temperature)
 
-        # pass 1: gradient at the current weights, then climb to the SAM neighbour (BN statistics move here only)
-        logits = model(x)
-        loss, hard, soft = loss_of(logits)
+        # pass 1: gradient at w, local to each rank (SAM's authors perturb with each worker's own gradient);
+        # BN running statistics move in this pass only
         optimizer.zero_grad(set_to_none=True)
-        ok = bool(torch.isfinite(loss))
-        if ok:
-            loss.backward()
-            ok = _finite_grad_norm(params, None)
-        if ok:
-            optimizer.first_step()
-            # pass 2: gradient at the perturbed weights, clipped, applied at the restored weights
-            with frozen_bn_stats(model):
-                loss2 = loss_of(model(x))[0]
-            optimizer.zero_grad(set_to_none=True)
-            ok = bool(torch.isfinite(loss2))
+        with model.no_sync() if isinstance(model, DDP) else contextlib.nullcontext():
+            with amp:
+                logits = model(x)
+            loss, hard, soft = loss_of(logits)
+            ok = all_true(bool(torch.isfinite(loss)), d)  # every rank takes the same branch, or DDP deadlocks
             if ok:
-                loss2.backward()
-                ok = _finite_grad_norm(params, cfg.grad_clip)
+                loss.backward()
+        ok = ok and all_true(_finite_grad_norm(params, None), d)
+        if ok:
+            optimizer.first_step()  # climb to w + e(w)
+            optimizer.zero_grad(set_to_none=True)
+            # pass 2: gradient at w + e(w), averaged over ranks, clipped, applied at w by second_step
+            with frozen_bn_stats(model):
+                with amp:
+                    loss2 = loss_of(model(x))[0]
+                ok = all_true(bool(torch.isfinite(loss2)), d)
+                if ok:
+                    loss2.backward()
+            ok = ok and _finite_grad_norm(params, cfg.grad_clip)  # after the all-reduce: equal on every rank
             if ok:
                 optimizer.second_step()
             else:
                 optimizer.restore()
+        sums["batches"] += 1
         if not ok:
             sums["skipped"] += 1
             consecutive += 1
@@ -120,43 +182,55 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
                     f"lr too high (now {optimizer.param_groups[0]['lr']:.2e}); in stage 2, a student that was not "
                     f"pre-trained in stage 1 (its logits are far from the teacher's, see the guide's NaN section); "
                     f"or corrupt input data. Lower lr, start stage 2 from the stage-1 BEST.pth, or check the data.")
-            continue
-        consecutive = 0
-        n = len(labels)
-        sums["loss"] += loss.item() * n
-        sums["hard"] += hard.item() * n
-        sums["soft"] += soft.item() * n
-        sums["correct"] += (logits.argmax(1) == labels).sum().item()
-        sums["n"] += n
-        sums["steps"] += 1
-        if teacher is not None:
-            sums["agree"] += (logits.argmax(1) == t_logits.argmax(1)).sum().item()
-        bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}", acc=f"{sums['correct'] / sums['n']:.3f}",
-                        lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-    n = max(sums["n"], 1)
-    out = dict(train_loss=sums["loss"] / n, train_acc=sums["correct"] / n, skipped_steps=sums["skipped"])
-    if teacher is not None:
-        out.update(alpha=alpha, hard_loss=sums["hard"] / n, soft_loss=sums["soft"] / n, agreement=sums["agree"] / n)
+        else:
+            consecutive = 0
+            n = len(labels)
+            sums["loss"] += loss.item() * n
+            sums["hard"] += hard.item() * n
+            sums["soft"] += soft.item() * n
+            sums["correct"] += (logits.argmax(1) == labels).sum().item()
+            sums["n"] += n
+            sums["steps"] += 1
+            if teacher is not None:
+                sums["agree"] += (logits.argmax(1) == t_logits.argmax(1)).sum().item()
+            bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}", acc=f"{sums['correct'] / sums['n']:.3f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if any_true(_stop["signal"] is not None, d):
+            sums["interrupted"] = True
+            break
+    return sums
+
+
+def epoch_stats(sums: dict, alpha: float | None, d: Dist = Dist()) -> dict:
+    """The log.csv columns of an epoch's training sums, added over all ranks."""
+    total = {k: sum(s[k] for s in gather(sums, d)) for k in new_sums()}
+    n = max(total["n"], 1)
+    out = dict(train_loss=total["loss"] / n, train_acc=total["correct"] / n, skipped_steps=total["skipped"])
+    if alpha is not None:
+        out.update(alpha=alpha, hard_loss=total["hard"] / n, soft_loss=total["soft"] / n, agreement=total["agree"] / n)
     return out
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device, size: int,
-             tracker: BadSampleTracker | None = None) -> dict:
-    """Loss, accuracy and ROC AUC of softmax[:, 1] over the val reals and their SBI fakes."""
+def evaluate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tracker: BadSampleTracker | None = None,
+             amp: contextlib.AbstractContextManager | None = None) -> dict:
+    """Loss, accuracy and ROC AUC of softmax[:, 1] over the val reals and their SBI fakes, gathered from all ranks."""
     model.eval()
-    losses, probs, targets = [], [], []
-    for batch in tqdm(loader, desc="val", leave=False, dynamic_ncols=True, disable=None):
+    probs, targets, loss_sum = [], [], 0.0
+    for batch in tqdm(loader, desc="val", leave=False, dynamic_ncols=True, disable=None if d.is_main else True):
         if tracker is not None:
             tracker.update(batch["failures"], len(batch["labels"]) // 2)
-        logits = model(student_view(batch["images"].to(device), size)).float()
-        labels = batch["labels"].to(device)
-        losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
+        with amp or contextlib.nullcontext():
+            logits = model(student_view(batch["images"].to(d.device), size))
+        logits, labels = logits.float(), batch["labels"].to(d.device)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         probs.append(logits.softmax(1)[:, 1].cpu())
         targets.append(labels.cpu())
-    probs, targets = torch.cat(probs).numpy(), torch.cat(targets).numpy()
+    parts = gather((torch.cat(probs).numpy(), torch.cat(targets).numpy(), loss_sum), d)
+    probs, targets = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     auc = float(roc_auc_score(targets, probs)) if np.isfinite(probs).all() else float("nan")
-    return dict(val_loss=sum(losses) / len(targets), val_acc=float(((probs > 0.5) == targets).mean()), val_auc=auc)
+    return dict(val_loss=sum(p[2] for p in parts) / len(targets), val_acc=float(((probs > 0.5) == targets).mean()),
+                val_auc=auc)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -180,9 +254,13 @@ def setup_logging(log_file: Path | None = None) -> None:
     root.setLevel(logging.INFO)
 
 
-def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None) -> tuple[Config, Path, dict | None]:
-    """A new run folder for `name`, or the folder of the run to resume with its last.pth state."""
+def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None
+                ) -> tuple[Config, Path, dict | None, Dist]:
+    """A new run folder for `name` (made by rank 0), or the folder of the run to resume with its last.pth state."""
+    d = init_distributed()
     setup_logging()
+    if not d.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
     if resume:
         run_dir = Path(resume)
         last = run_dir / "weights" / "last.pth"
@@ -192,25 +270,31 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
         values.update(parse_override(o) for o in overrides)
         cfg = build_config(values, source=str(run_dir / "config.json"))
         state = checkpoint.load(last)
-        _logger.info("resuming %s after epoch %d (config from its config.json; %s is not read)", run_dir,
-                     state["epoch"], config_path)
+        _logger.info("resuming %s after epoch %d, step %d (config from its config.json; %s is not read)", run_dir,
+                     state["epoch"], state["step"], config_path)
     else:
         cfg = load_config(config_path, overrides)
         run_dir = Path(cfg.output_dir) / f"{name}_{datetime.now():%Y%m%d-%H%M%S}"
         state = None
-    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-    probe = run_dir / "weights" / ".write_test"
-    try:  # fail now, not after the first epoch, when the output folder is unwritable or the disk is full
-        probe.write_bytes(b"\0" * (1 << 20))
-    except OSError as e:
-        raise OSError(f"cannot write to the output folder {run_dir}: {e}") from None
-    finally:
-        probe.unlink(missing_ok=True)
-    if state is None:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    setup_logging(run_dir / "train.log")
-    _logger.info("run folder: %s", run_dir)
-    return cfg, run_dir, state
+    if cfg.batch_size % (2 * d.world):
+        raise ConfigError(f"batch_size {cfg.batch_size} (images, global) must split into real/fake pairs over "
+                          f"{d.world} processes: use a multiple of {2 * d.world}")
+    run_dir = broadcast(run_dir, d)
+    torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
+    if d.is_main:
+        probe = run_dir / "weights" / ".write_test"
+        try:  # fail now, not after the first epoch, when the output folder is unwritable or the disk is full
+            probe.parent.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"\0" * (1 << 20))
+            probe.unlink()
+        except OSError as e:
+            raise OSError(f"cannot write to the output folder {run_dir} ({e}); free disk space or set output_dir "
+                          f"to a writable folder") from None
+        if state is None:
+            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        setup_logging(run_dir / "train.log")
+        _logger.info("run folder: %s%s", run_dir, f" ({d.world} processes)" if d.world > 1 else "")
+    return cfg, run_dir, state, d
 
 
 def _log_epoch(run_dir: Path, row: dict) -> None:
@@ -246,56 +330,76 @@ def plot_curves(run_dir: Path) -> None:
 
 
 def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None = None,
-        state: dict | None = None) -> Path:
+        state: dict | None = None, d: Dist = Dist()) -> Path:
     """Train `model` for cfg.epoch epochs (stage 2 when a teacher is given); returns the weights folder."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    device = d.device
+    if cfg.amp and device.type != "cuda":
+        _logger.info("amp '%s' is ignored on the CPU: training in float32", cfg.amp)
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    raw = model.to(device, memory_format=memory)
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     _logger.info("data: %d train frames, %d val frames; %s at %d px (crops at %d px)", len(train_set), len(val_set),
                  arch, cfg.student_size, cfg.image_size)
-    val_loader = make_loader(val_set, cfg, train=False)
+    if len(train_set) < cfg.batch_size // 2:
+        raise ConfigError(f"the train split has {len(train_set)} frames, fewer than one batch of "
+                          f"{cfg.batch_size // 2} pairs: lower batch_size or add data")
+    val_loader = make_loader(val_set, cfg, d)
     tracker = BadSampleTracker(cfg.max_bad_fraction)
-    optimizer, scheduler = make_optimizer(model, cfg)
+    optimizer, scheduler = make_optimizer(raw, cfg)
     saver = checkpoint.CheckpointSaver(run_dir / "weights", cfg.keep_top_k, state and state["top_k"])
-    start = 1
+    start, skip, sums = 1, 0, None
     if state is not None:
-        model.load_state_dict(state["model"])
+        raw.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * factor(scheduler.last_epoch)  # this config's schedule, also if --set changed epoch
-        torch.set_rng_state(state["rng"])  # data randomness is seeded per sample
-        start = state["epoch"] + 1
-    else:
-        torch.manual_seed(cfg.seed)
+        torch.set_rng_state(state["rng"])  # data randomness is seeded per sample, not from here
+        start, skip, sums = state["epoch"] + 1, state["step"], state["sums"]
+    model = DDP(raw, device_ids=[d.local_rank] if device.type == "cuda" else None) if d.world > 1 else raw
     if teacher is not None:
-        teacher.to(device)
+        teacher.to(device, memory_format=memory)  # never wrapped in DDP: it is frozen
         if state is None:
-            auc = evaluate(teacher, val_loader, device, cfg.image_size)["val_auc"]
+            auc = evaluate(teacher, val_loader, cfg.image_size, d, amp=autocast(cfg, device))["val_auc"]
             _logger.info("teacher val AUC: %.4f", auc)
             if not auc >= cfg.min_teacher_auc:
                 raise RuntimeError(
                     f"the teacher scores val AUC {auc:.4f} < min_teacher_auc {cfg.min_teacher_auc} on SBI fakes: it "
                     f"was most likely loaded wrongly (wrong file, architecture or input size: it expects image_size "
                     f"{cfg.image_size}, RGB in [0, 1], no normalisation). See the guide's troubleshooting section.")
-    for epoch in range(start, cfg.epoch + 1):
-        t0 = time.time()
-        lr = optimizer.param_groups[0]["lr"]
-        train = train_one_epoch(model, make_loader(train_set, cfg, True, epoch), optimizer, cfg, epoch, device,
-                                tracker, teacher)
-        val = evaluate(model, val_loader, device, cfg.student_size, tracker)
-        bad = tracker.end_epoch()
-        scheduler.step()
-        row = dict(epoch=epoch, lr=lr, **train, **val, bad_samples=bad, seconds=round(time.time() - t0, 1))
-        if not math.isfinite(val["val_auc"]):
-            raise NonFiniteError(f"val AUC is not finite in epoch {epoch}: the model outputs NaN; lower lr")
-        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                     epoch=epoch, val_auc=val["val_auc"], arch=arch, config=cfg.to_dict(), rng=torch.get_rng_state())
-        saved = saver.save(state, epoch, val["val_auc"])
-        _log_epoch(run_dir, row)
-        plot_curves(run_dir)
-        _logger.info("epoch %d: %s%s", epoch, ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                                       for k, v in row.items() if k != "epoch"),
-                     f" -> {saved.name}" if saved else "")
-    _logger.info("done: best val AUC %.4f (epoch %d), %s", *saver.ranked[0], run_dir / "weights" / "BEST.pth")
+
+    def snapshot(epoch: int, **extra) -> dict:
+        return dict(model=raw.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    epoch=epoch, arch=arch, config=cfg.to_dict(), rng=torch.get_rng_state(), **extra)
+
+    with stop_on_signals():
+        for epoch in range(start, cfg.epoch + 1):
+            t0, lr = time.time(), optimizer.param_groups[0]["lr"]
+            loader = make_loader(train_set, cfg, d, epoch, skip)
+            sums = train_one_epoch(model, loader, optimizer, cfg, epoch, tracker, teacher, d, sums)
+            if sums.pop("interrupted"):
+                if d.is_main:
+                    checkpoint.atomic_save(snapshot(epoch - 1, step=sums["batches"], sums=sums, top_k=saver.ranked),
+                                           run_dir / "weights" / "last.pth")
+                raise Interrupted(f"stopped by {_stop['signal']} in epoch {epoch} after {sums['batches']} steps; "
+                                  f"last.pth is written. Continue with --resume {run_dir}")
+            train = epoch_stats(sums, alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule)
+                                if teacher is not None else None, d)
+            val = evaluate(raw, val_loader, cfg.student_size, d, tracker, autocast(cfg, device))
+            bad = tracker.end_epoch()
+            scheduler.step()
+            skip, sums = 0, None
+            if not math.isfinite(val["val_auc"]):
+                raise NonFiniteError(f"val AUC is not finite in epoch {epoch}: the model outputs NaN; lower lr")
+            if not d.is_main:
+                continue
+            row = dict(epoch=epoch, lr=lr, **train, **val, bad_samples=bad, seconds=round(time.time() - t0, 1))
+            saved = saver.save(snapshot(epoch, val_auc=val["val_auc"], step=0, sums=None), epoch, val["val_auc"])
+            _log_epoch(run_dir, row)
+            plot_curves(run_dir)
+            _logger.info("epoch %d: %s%s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                           for k, v in row.items() if k != "epoch"),
+                         f" -> {saved.name}" if saved else "")
+    if d.is_main:
+        _logger.info("done: best val AUC %.4f (epoch %d), %s", *saver.ranked[0], run_dir / "weights" / "BEST.pth")
     return run_dir / "weights"

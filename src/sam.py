@@ -80,9 +80,9 @@ class SAM(torch.optim.Optimizer):
 def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
     """Restore every BatchNorm's running_mean, running_var and num_batches_tracked on exit.
 
-    Wrap SAM's second forward in it: that pass still runs in train mode and normalises with batch statistics,
-    but its statistics come from the perturbed weights w + e(w) and the batch was already counted in the first
-    pass, so the running statistics must be updated there only. Setting momentum=0 instead still increments
+    Wrap SAM's second forward and backward in it: that pass still runs in train mode and normalises with batch
+    statistics, but its statistics come from the perturbed weights w + e(w) and the batch was already counted in
+    the first pass, so the running statistics must be updated there only. Setting momentum=0 instead still increments
     num_batches_tracked, which shifts the 1 / num_batches_tracked cumulative average of momentum=None layers.
     """
     saved = [
@@ -92,7 +92,8 @@ def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
     ]
     try:
         yield
-    finally:  # swap the snapshots in rather than copy_: the pass's backward still needs the tensors it saw
-        for m, buffers in saved:
-            for k, v in buffers.items():
-                setattr(m, k, v)
+    finally:  # in place (DDP keeps references to the buffers), so the pass's backward must run inside the block
+        with torch.no_grad():
+            for m, buffers in saved:
+                for k, v in buffers.items():
+                    getattr(m, k).copy_(v)

@@ -122,20 +122,20 @@ def test_nonfinite_steps_are_skipped_with_weights_untouched(poison):
     model.poison = poison
     optimizer, _ = make_optimizer(model, cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stats = train_one_epoch(model, _batches(2), optimizer, cfg, 1, torch.device("cpu"), BadSampleTracker(0.01))
-    assert stats["skipped_steps"] == 2
+    stats = train_one_epoch(model, _batches(2), optimizer, cfg, 1, BadSampleTracker(0.01))
+    assert stats["skipped"] == 2 and stats["steps"] == 0
     after = model.state_dict()
     weights = ("fc.weight", "fc.bias", "bn.weight", "bn.bias")
     assert all(torch.equal(before[k], after[k]) for k in weights)  # no step and no leftover SAM perturbation
     with pytest.raises(NonFiniteError, match="3 consecutive steps.*lr too high"):
-        train_one_epoch(model, _batches(3), optimizer, cfg, 1, torch.device("cpu"), BadSampleTracker(0.01))
+        train_one_epoch(model, _batches(3), optimizer, cfg, 1, BadSampleTracker(0.01))
 
 
 def test_clean_steps_move_weights_and_bn_stats_once():
     model, cfg = Tiny(), Config(epoch=1, lr=0.1, student_image_size=8)
     optimizer, _ = make_optimizer(model, cfg)
     before = model.fc.weight.clone()
-    train_one_epoch(model, _batches(3), optimizer, cfg, 1, torch.device("cpu"), BadSampleTracker(0.01))
+    train_one_epoch(model, _batches(3), optimizer, cfg, 1, BadSampleTracker(0.01))
     assert not torch.equal(before, model.fc.weight) and model.bn.num_batches_tracked.item() == 3
 
 

@@ -1,0 +1,95 @@
+"""Scale and resilience: torchrun with gloo on the CPU, SIGINT mid-epoch, precision options, output checks."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train_student_only
+from src import checkpoint, engine
+from src.config import ConfigError, load_config
+from src.dataset import build_dataset
+from src.engine import evaluate, make_loader
+from src.models import load_checkpoint_model
+from src.synthetic import generate_dataset
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resilience")
+    root = generate_dataset(tmp / "data", videos=6, frames=2, frame_size=(160, 128), face_size=60)
+    values = dict(data_root=str(root), image_size=48, student_image_size=32, model="test_efficientnet",
+                  num_workers=0, epoch=2, batch_size=4, lr=1e-3, optimizer="adamw", output_dir=str(tmp / "output"))
+    path = tmp / "config.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def runs(config, name):
+    return sorted((config.parent / "output").glob(f"{name}_*"))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_cpu_processes(config):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "train_student_only.py", str(config), "-n", "ddp"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = runs(config, "ddp")[-1]  # one folder: only rank 0 writes
+    assert len(runs(config, "ddp")) == 1
+    assert {p.name for p in run.iterdir()} == {"config.json", "log.csv", "train.log", "curves.png", "weights"}
+    assert [line.split(",")[0] for line in (run / "log.csv").read_text().splitlines()] == ["epoch", "1", "2"]
+    model, ckpt = load_checkpoint_model(run / "weights" / "BEST.pth")
+    cfg = load_config(config)
+    single = evaluate(model, make_loader(build_dataset(cfg, "val"), cfg), cfg.student_size)
+    assert single["val_auc"] == pytest.approx(ckpt["val_auc"], abs=1e-6)  # gathered predictions: each sample once
+
+
+def test_sigint_mid_epoch_writes_last_and_resumes_to_identical_weights(config, monkeypatch):
+    sets = ["--set", "epoch=1", "--set", "channels_last=true", "--set", "batch_size=2"]  # 4 steps
+    train_student_only.main([str(config), "-n", "straight", *sets])
+    calls = []
+    view = engine.student_view
+
+    def interrupt_in_step_two(images, size):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives during step 2, which still finishes
+        return view(images, size)
+
+    monkeypatch.setattr(engine, "student_view", interrupt_in_step_two)
+    with pytest.raises(SystemExit, match="SIGINT in epoch 1 after 2 steps.*--resume"):
+        train_student_only.main([str(config), "-n", "stopped", *sets])
+    monkeypatch.undo()
+    run = runs(config, "stopped")[-1]
+    last = checkpoint.load(run / "weights" / "last.pth")
+    assert (last["epoch"], last["step"]) == (0, 2) and not (run / "log.csv").exists()
+    train_student_only.main([str(config), "-n", "ignored", "--resume", str(run)])
+    a = checkpoint.load(runs(config, "straight")[-1] / "weights" / "last.pth")["model"]
+    b = checkpoint.load(run / "weights" / "last.pth")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fp16_is_refused_and_bf16_is_ignored_on_cpu(config, caplog):
+    with pytest.raises(ConfigError, match="fp16 needs a gradient scaler"):
+        load_config(config, ["amp=fp16"])
+    with caplog.at_level("INFO"):
+        train_student_only.main([str(config), "-n", "bf16", "--set", "amp=bf16", "--set", "epoch=1"])
+    assert "amp 'bf16' is ignored on the CPU" in caplog.text
+
+
+def test_unwritable_output_folder_fails_at_start(config, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="cannot write to the output folder"):
+        train_student_only.main([str(config), "-n", "x", "--set", f"output_dir={blocker}"])
