@@ -1,0 +1,375 @@
+"""Video-level evaluation of any checkpoint on the standard deepfake test sets (SBI_REFERENCE.md section 6).
+
+    python -m src.evaluate --weights weights/FFc23.tar --dataset cdf --root data/Celeb-DF-v2 [--frames 32] [--out DIR]
+
+Per video: `frames` frames at linspace, faces detected, faces below half the largest one's area dropped, each
+cropped with the test margins (w/8, h/8 per side), resized to the model's input and scored; frame score = max over
+faces, video score = mean over frames with a face. A video without any face scores 0.5 and is listed. Writes
+results.json and videos.csv to `--out` (default output/evaluate_<dataset>_<time>/) and prints a table.
+
+Dataset layouts (`--root`):
+    ff      FF++ root: test.json, original_sequences/youtube/<c>/videos/<id>.mp4 (real) and
+            manipulated_sequences/{Deepfakes,Face2Face,FaceSwap,NeuralTextures}/<c>/videos/<a>_<b>.mp4 (both orders)
+    dfd     FF++ root: original_sequences/actors/<c>/videos/*.mp4 (real), manipulated_sequences/DeepFakeDetection/
+            <c>/videos/*.mp4 (fake)
+    cdf     Celeb-DF v2 root: List_of_testing_videos.txt ("<1 real|0 fake> <relative path>" per line)
+    dfdc    DFDC test set: labels.csv (columns filename,label; 1 = fake) and videos/<filename>
+    dfdcp   DFDC Preview root: dataset.json ({path: {"label": "real"|"fake", "set": "train"|"test"}}), set == test
+    ffiw    FFIW10K-v1-release: source/val/videos/*.mp4 (real), target/val/videos/*.mp4 (fake)
+    folder  any root with real/ and fake/ folders of videos or images (searched recursively)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable, NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from torch import nn
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import resolve_path
+from .dataset import Stopwatch, split_videos
+from .faces import DETECTORS, Detector, UnreadableMedia, keep_large, list_media, make_detector, read_frames
+from .models import load_teacher
+from .preprocess import MANIPULATIONS
+from .sbi import box_crop
+
+_logger = logging.getLogger(__name__)
+TEACHER_SIZE = 380  # input size of the SBI EfficientNet-B4 (FFc23.tar) and of plain timm state dicts
+STAGES = ("decode", "detect", "crop", "model")
+
+
+class Item(NamedTuple):
+    path: Path
+    label: int  # 0 real, 1 fake
+    group: str  # "real", the manipulation's name (FF++) or "fake"
+
+
+@dataclass
+class FaceScore:
+    frame: int
+    box: list[float]  # x0, y0, x1, y1
+    score: float  # fake probability
+
+
+@dataclass
+class MediaScores:
+    faces: list[FaceScore]
+    n_frames: int  # frames decoded
+
+    def frame_scores(self) -> dict[int, float]:
+        """Frame index -> max fake probability over its faces (frames with a face only)."""
+        scores: dict[int, float] = {}
+        for f in self.faces:
+            scores[f.frame] = max(scores.get(f.frame, 0.0), f.score)
+        return scores
+
+    def score(self) -> float | None:
+        """Mean over frames of the frame scores; None when no frame has a face."""
+        frames = self.frame_scores()
+        return float(np.mean(list(frames.values()))) if frames else None
+
+
+@dataclass
+class VideoResult:
+    item: Item
+    scores: MediaScores | None  # None: unreadable
+    error: str = ""
+
+    @property
+    def score(self) -> float:
+        """The video score; 0.5 for a video without a face or unreadable."""
+        score = self.scores.score() if self.scores else None
+        return 0.5 if score is None else score
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# datasets: lists of (path, label, group) in each release's own layout
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: {what}")
+    return path
+
+
+def _videos(folder: Path, what: str) -> list[Path]:
+    return sorted(_need(folder, what).glob("*.mp4"))
+
+
+def ff_items(root: Path, compression: str) -> list[Item]:
+    """FF++ test split: its 140 real videos and, per manipulation, the 140 fakes of its pairs (a_b and b_a)."""
+    pairs = json.loads(_need(root / "test.json", "FF++'s official test split").read_text())
+    reals = [Item(root / "original_sequences/youtube" / compression / "videos" / f"{v}.mp4", 0, "real")
+             for v in split_videos(root, "test")]
+    fakes = [Item(root / "manipulated_sequences" / m / compression / "videos" / f"{x}_{y}.mp4", 1, m)
+             for m in MANIPULATIONS for a, b in pairs for x, y in ((a, b), (b, a))]
+    return reals + fakes
+
+
+def dfd_items(root: Path, compression: str) -> list[Item]:
+    """DeepFakeDetection (shipped with FF++): actors' real videos vs DeepFakeDetection fakes."""
+    real = _videos(root / "original_sequences/actors" / compression / "videos", "DFD's real videos (FF++ -d DFD)")
+    fake = _videos(root / "manipulated_sequences/DeepFakeDetection" / compression / "videos", "DFD's fake videos")
+    return [Item(p, 0, "real") for p in real] + [Item(p, 1, "fake") for p in fake]
+
+
+def cdf_items(root: Path) -> list[Item]:
+    """Celeb-DF v2 test list: label = 1 - first column."""
+    lines = _need(root / "List_of_testing_videos.txt", "Celeb-DF v2's test list").read_text().split("\n")
+    items = []
+    for line in filter(str.strip, lines):
+        flag, rel = line.split(maxsplit=1)
+        label = 1 - int(flag)
+        items.append(Item(root / rel.strip(), label, ("real", "fake")[label]))
+    return items
+
+
+def dfdc_items(root: Path) -> list[Item]:
+    """DFDC test set: labels.csv (filename, label) with the videos in videos/."""
+    with open(_need(root / "labels.csv", "DFDC test set's labels (filename,label)"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [Item(root / "videos" / r["filename"], int(float(r["label"])), ("real", "fake")[int(float(r["label"]))])
+            for r in rows]
+
+
+def dfdcp_items(root: Path) -> list[Item]:
+    """DFDC Preview: the entries of dataset.json with set == test."""
+    meta = json.loads(_need(root / "dataset.json", "DFDC Preview's metadata").read_text())
+    return [Item(root / rel, int(m["label"] == "fake"), m["label"]) for rel, m in sorted(meta.items())
+            if m["set"] == "test"]
+
+
+def ffiw_items(root: Path) -> list[Item]:
+    """FFIW-10K val split: source (real) and target (fake) videos."""
+    real = _videos(root / "source/val/videos", "FFIW10K-v1-release's real val videos")
+    fake = _videos(root / "target/val/videos", "FFIW10K-v1-release's fake val videos")
+    return [Item(p, 0, "real") for p in real] + [Item(p, 1, "fake") for p in fake]
+
+
+def folder_items(root: Path) -> list[Item]:
+    """Videos and images under real/ and fake/ (one of them may be missing)."""
+    if not (root / "real").is_dir() and not (root / "fake").is_dir():
+        raise FileNotFoundError(f"{root} has neither a real/ nor a fake/ folder (of videos or images)")
+    return [Item(p, label, group) for label, group in enumerate(("real", "fake")) for p in list_media(root / group)]
+
+
+READERS: dict[str, Callable[..., list[Item]]] = {
+    "ff": ff_items, "dfd": dfd_items, "cdf": cdf_items, "dfdc": dfdc_items, "dfdcp": dfdcp_items,
+    "ffiw": ffiw_items, "folder": folder_items,
+}
+
+
+def dataset_items(name: str, root: str | Path, compression: str = "c23") -> list[Item]:
+    """The test videos of dataset `name`; a listed video missing from disk is an error."""
+    if name not in READERS:
+        raise ValueError(f"unknown dataset '{name}'; choose one of {list(READERS)}")
+    root = Path(root)
+    items = READERS[name](root, compression) if name in ("ff", "dfd") else READERS[name](root)
+    missing = [str(i.path) for i in items if not i.path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of the {len(items)} videos of '{name}' are missing, e.g. "
+                                f"{', '.join(missing[:3])}")
+    if not items:
+        raise FileNotFoundError(f"dataset '{name}' under {root} lists no video")
+    return items
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# scoring
+
+
+def load_detector_model(path: str | Path) -> tuple[nn.Module, int]:
+    """(frozen eval model, input size) from FFc23.tar (380), a timm state dict (380) or one of our checkpoints."""
+    file = resolve_path(str(path), "weights")
+    model = load_teacher(file)  # every supported format, strictly loaded
+    config = checkpoint.load(file).get("config")
+    size = (config.get("student_image_size") or config["image_size"]) if isinstance(config, dict) else TEACHER_SIZE
+    _logger.info("model %s: input size %d px", file, size)
+    return model, int(size)
+
+
+@torch.no_grad()
+def fake_probabilities(model: nn.Module, crops: list[np.ndarray], device: str | torch.device,
+                       batch_size: int = 32) -> list[float]:
+    """softmax[:, 1] of the model on RGB uint8 HWC crops, in batches."""
+    scores: list[float] = []
+    for i in range(0, len(crops), batch_size):
+        batch = torch.from_numpy(np.stack(crops[i:i + batch_size])).to(device)
+        logits = model(batch.permute(0, 3, 1, 2).float().div_(255))
+        scores.extend(logits.float().softmax(1)[:, 1].cpu().tolist())
+    return scores
+
+
+def score_media(path: str | Path, detector: Detector, model: nn.Module, size: int, frames: int = 32,
+                device: str | torch.device = "cpu", batch_size: int = 32,
+                timer: dict | None = None) -> MediaScores:
+    """Every kept face of `frames` frames of a video (or of an image) with its fake probability."""
+    watch, crops, where, n_frames = Stopwatch(timer), [], [], 0
+    for index, rgb in read_frames(path, frames):
+        n_frames += 1
+        watch.lap("decode")
+        faces = keep_large(detector.detect(rgb))
+        watch.lap("detect")
+        for face in faces:
+            x0, y0, x1, y1 = box_crop(rgb, face.box, None)  # the val/test margins
+            crops.append(cv2.resize(rgb[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR))
+            where.append((index, face.box[:2].reshape(-1).tolist()))
+        watch.lap("crop")
+    scores = fake_probabilities(model, crops, device, batch_size)
+    watch.lap("model")
+    return MediaScores([FaceScore(i, box, s) for (i, box), s in zip(where, scores, strict=True)], n_frames)
+
+
+def evaluate_items(items: Iterable[Item], detector: Detector, model: nn.Module, size: int, frames: int = 32,
+                   device: str | torch.device = "cpu", batch_size: int = 32,
+                   timer: dict | None = None) -> list[VideoResult]:
+    """Score every video; unreadable ones are kept (score 0.5) with their error."""
+    results = []
+    for item in tqdm(list(items), desc="videos", dynamic_ncols=True):
+        try:
+            results.append(VideoResult(item, score_media(item.path, detector, model, size, frames, device,
+                                                         batch_size, timer)))
+        except UnreadableMedia as e:
+            _logger.warning("%s", e)
+            results.append(VideoResult(item, None, str(e)))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metrics and reports
+
+
+def eer(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Equal error rate: where the ROC's false positive rate meets 1 - TPR, interpolated linearly."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fnr = 1 - tpr
+    i = int(np.argmax(fnr <= fpr))  # first ROC point past the crossing; point 0 is (0, 0), so i >= 1
+    before, after = fnr[i - 1] - fpr[i - 1], fnr[i] - fpr[i]
+    return float(fpr[i - 1] + before / (before - after) * (fpr[i] - fpr[i - 1]))
+
+
+def metrics(labels: Iterable[int], scores: Iterable[float]) -> dict:
+    """AUC, AP, EER (None with a single class) and accuracy at 0.5 of fake probabilities."""
+    labels, scores = np.asarray(list(labels)), np.asarray(list(scores), dtype=np.float64)
+    acc = float(((scores > 0.5) == labels).mean()) if len(labels) else None
+    if len(np.unique(labels)) < 2:
+        return dict(auc=None, ap=None, eer=None, acc=acc)
+    return dict(auc=float(roc_auc_score(labels, scores)), ap=float(average_precision_score(labels, scores)),
+                eer=eer(labels, scores), acc=acc)
+
+
+def summarize(results: list[VideoResult]) -> dict:
+    """results.json: video/frame-level metrics over all videos and, for FF++, per manipulation (with the reals)."""
+    def block(rs: list[VideoResult]) -> dict:
+        video = metrics([r.item.label for r in rs], [r.score for r in rs])
+        frames = [(r.item.label, s) for r in rs if r.scores for s in r.scores.frame_scores().values()]
+        frame_auc = metrics(*zip(*frames, strict=True))["auc"] if frames else None
+        return dict(video_auc=video["auc"], frame_auc=frame_auc, ap=video["ap"], eer=video["eer"], acc=video["acc"],
+                    n_videos=len(rs), n_frames=len(frames),
+                    no_face_videos=[str(r.item.path) for r in rs if r.scores and r.scores.score() is None],
+                    unreadable_videos=[str(r.item.path) for r in rs if r.scores is None])
+
+    summary = block(results)
+    groups = sorted({r.item.group for r in results if r.item.label == 1})
+    if set(groups) & set(MANIPULATIONS):
+        reals = [r for r in results if r.item.label == 0]
+        summary["per_manipulation"] = {g: block(reals + [r for r in results if r.item.group == g]) for g in groups}
+    return summary
+
+
+def write_outputs(out: Path, summary: dict, results: list[VideoResult]) -> None:
+    """results.json and videos.csv (one row per video) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    with open(out / "videos.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "group", "score", "frames_read", "frames_with_face", "faces", "error"])
+        for r in results:
+            s = r.scores
+            w.writerow([r.item.path, r.item.label, r.item.group, f"{r.score:.6f}", s.n_frames if s else 0,
+                        len(s.frame_scores()) if s else 0, len(s.faces) if s else 0, r.error])
+
+
+def _fmt(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:.4f}"
+
+
+def print_table(summary: dict) -> None:
+    """The metrics as a markdown table: all videos, then each manipulation with the reals."""
+    rows = {"all": summary, **summary.get("per_manipulation", {})}
+    print("| set            | videos | no face | video AUC | frame AUC |   AP   |  EER   |  acc   |")
+    print("|----------------|--------|---------|-----------|-----------|--------|--------|--------|")
+    for name, m in rows.items():
+        print(f"| {name:<14} | {m['n_videos']:>6} | {len(m['no_face_videos']):>7} | {_fmt(m['video_auc']):>9} | "
+              f"{_fmt(m['frame_auc']):>9} | {_fmt(m['ap'])} | {_fmt(m['eer'])} | {_fmt(m['acc'])} |")
+    for kind in ("no_face_videos", "unreadable_videos"):
+        if summary[kind]:
+            _logger.warning("%d video(s) %s scored 0.5 (listed in results.json '%s')", len(summary[kind]),
+                            "without any face" if kind == "no_face_videos" else "unreadable", kind)
+
+
+def print_profile(timer: dict, n_frames: int, n_faces: int) -> None:
+    """Seconds and frames per second of each stage."""
+    total = sum(timer[s] for s in STAGES)
+    print(f"profile: {n_frames} frames, {n_faces} faces, {total:.2f} s, {n_frames / max(total, 1e-9):.2f} frames/s")
+    for stage in STAGES:
+        seconds = timer[stage]
+        print(f"  {stage:<6} {seconds:8.2f} s  {1000 * seconds / max(n_frames, 1):8.1f} ms/frame  "
+              f"{n_frames / max(seconds, 1e-9):9.1f} frames/s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .engine import setup_logging  # noqa: PLC0415 (the CLI's logging only)
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")
+    ap.add_argument("--dataset", required=True, type=str.lower, choices=list(READERS))
+    ap.add_argument("--root", required=True, help="the dataset's root folder (layouts above)")
+    ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
+    ap.add_argument("--out", help="output folder (default output/evaluate_<dataset>_<time>)")
+    ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23", help="ff and dfd only")
+    ap.add_argument("--detector", choices=DETECTORS, default="dlib")
+    ap.add_argument("--shape-predictor", help="dlib landmark model (default: the 81- or else the 68-point one)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--profile", action="store_true", help="print seconds and frames/s of decode, detect, crop, model")
+    a = ap.parse_args(argv)
+    setup_logging()
+    try:
+        items = dataset_items(a.dataset, a.root, a.compression)
+        detector = make_detector(a.detector, a.shape_predictor)
+        model, size = load_detector_model(a.weights)
+    except (FileNotFoundError, NotImplementedError, ValueError) as e:
+        ap.exit(2, f"error: {e}\n")
+    out = Path(a.out or f"output/evaluate_{a.dataset}_{datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out / "evaluate.log")
+    _logger.info("%s: %d videos (%d real) from %s; results to %s", a.dataset, len(items),
+                 sum(i.label == 0 for i in items), a.root, out)
+    device = torch.device(a.device)
+    timer = defaultdict(float) if a.profile else None
+    results = evaluate_items(items, detector, model.to(device), size, a.frames, device, a.batch_size, timer)
+    summary = {"dataset": a.dataset, "root": str(a.root), "weights": str(a.weights), "frames": a.frames,
+               **summarize(results)}
+    write_outputs(out, summary, results)
+    print_table(summary)
+    if timer is not None:
+        print_profile(timer, sum(r.scores.n_frames for r in results if r.scores),
+                      sum(len(r.scores.faces) for r in results if r.scores))
+    print(f"wrote {out / 'results.json'} and {out / 'videos.csv'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Tests for src/evaluate.py and src/predict.py: aggregation, metrics, reports, dataset lists and the CLIs."""
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+from torch import nn
+
+from src import evaluate, predict
+from src.evaluate import dataset_items, eer, evaluate_items, load_detector_model, metrics, summarize
+from src.faces import Face
+from src.models import create_classifier
+
+from test_faces import write_video
+
+# A frame is three 64 x 64 squares of grey levels: two large faces (left, middle) and a small one (right) that the
+# half-area filter must drop. Level 0 means no face there; a face's fake probability is its level / 255.
+SQUARE, SMALL = 64, 16
+CLIPS = {  # name -> per frame (left, middle, right) levels; 8 frames, of which frames 0, 2, 5, 7 are sampled
+    "real/r0.avi": [(40, 60, 250)] * 4 + [(80, 20, 250)] * 4,
+    "real/r1.avi": [(0, 100, 0), (200, 0, 0), (0, 30, 0), (0, 0, 0), (200, 0, 0), (90, 0, 0), (200, 0, 0), (0, 0, 0)],
+    "fake/f0.avi": [(150, 0, 0)] * 4 + [(0, 230, 0)] * 4,
+    "fake/f1.avi": [(120, 70, 250)] * 8,
+    "fake/small.avi": [(0, 0, 250)] * 8,  # the small face alone is the largest one: kept
+    "fake/empty.avi": [(0, 0, 0)] * 8,
+}
+SAMPLED = [0, 2, 5, 7]  # round(linspace(0, 7, 4))
+
+
+def clip_frame(levels) -> np.ndarray:
+    frame = np.zeros((SQUARE, 3 * SQUARE, 3), np.uint8)
+    for k, level in enumerate(levels):
+        frame[:, k * SQUARE:(k + 1) * SQUARE] = level
+    return frame
+
+
+def expected_score(levels_per_frame) -> float | None:
+    """Frame = max over the faces kept by the half-area filter, video = mean over frames with a face."""
+    frame_scores = []
+    for levels in levels_per_frame:
+        kept = [lv / 255 for lv in levels[:2] if lv] or [lv / 255 for lv in levels[2:] if lv]
+        if kept:
+            frame_scores.append(max(kept))
+    return float(np.mean(frame_scores)) if frame_scores else None
+
+
+class SquareDetector:
+    """A face in each square whose grey level is not ~0; the right-hand one is small."""
+
+    def detect(self, rgb):
+        found = []
+        for k in range(3):
+            if rgb[SQUARE // 2, k * SQUARE + SQUARE // 2, 0] > 10:
+                half = 24 if k < 2 else SMALL // 2
+                c = (k * SQUARE + SQUARE // 2, SQUARE // 2)
+                box = [[c[0] - half, c[1] - half], [c[0] + half, c[1] + half]] + [c] * 5
+                found.append(Face(np.array(box, np.float32), None, 1.0))
+        return sorted(found, key=lambda f: -f.area)
+
+
+class GreyModel(nn.Module):
+    """Fake probability = mean of the red channel of the crop: logits (0, logit(p))."""
+
+    def forward(self, x):
+        p = x[:, 0].mean((1, 2)).clamp(1e-4, 1 - 1e-4)
+        return torch.stack([torch.zeros_like(p), torch.log(p / (1 - p))], 1)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    for name, levels in CLIPS.items():
+        (root / name).parent.mkdir(exist_ok=True)
+        write_video(root / name, [clip_frame(lv) for lv in levels])
+    cv2.imwrite(str(root / "real/photo.png"), clip_frame((30, 90, 0)))  # an image is one frame
+    return root
+
+
+def expected(root) -> dict:
+    scores = {str(root / name): expected_score([levels[i] for i in SAMPLED]) for name, levels in CLIPS.items()}
+    scores[str(root / "real/photo.png")] = 90 / 255
+    return scores
+
+
+def test_video_scores_are_mean_over_frames_of_max_over_faces(folder):
+    items = dataset_items("folder", folder)
+    assert {i.path.name: i.label for i in items} == {"r0.avi": 0, "r1.avi": 0, "photo.png": 0, "f0.avi": 1,
+                                                       "f1.avi": 1, "small.avi": 1, "empty.avi": 1}
+    results = evaluate_items(items, SquareDetector(), GreyModel(), 32, frames=4)
+    want = expected(folder)
+    for r in results:
+        assert want[str(r.item.path)] is None or r.score == pytest.approx(want[str(r.item.path)], abs=0.01), r.item
+    assert next(r for r in results if r.item.path.name == "empty.avi").score == 0.5
+    assert [sorted(r.scores.frame_scores()) for r in results if r.item.path.name == "r1.avi"] == [[0, 2, 5]]
+
+
+def test_metrics_match_scikit_learn_and_no_face_videos_are_listed(folder):
+    results = evaluate_items(dataset_items("folder", folder), SquareDetector(), GreyModel(), 32, frames=4)
+    s = summarize(results)
+    labels, scores = [r.item.label for r in results], [r.score for r in results]
+    assert s["video_auc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert s["ap"] == pytest.approx(average_precision_score(labels, scores))
+    assert s["acc"] == pytest.approx(np.mean((np.array(scores) > 0.5) == labels))
+    frame_labels = [r.item.label for r in results for _ in r.scores.frame_scores()]
+    frame_scores = [v for r in results for v in r.scores.frame_scores().values()]
+    assert s["frame_auc"] == pytest.approx(roc_auc_score(frame_labels, frame_scores))
+    assert s["no_face_videos"] == [str(folder / "fake/empty.avi")] and s["n_videos"] == 7
+    assert "per_manipulation" not in s
+
+
+def test_eer_interpolates_where_fpr_meets_fnr():
+    assert eer(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    assert eer(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9])) == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 2000)
+    scores = rng.normal(labels * 2.0, 1.0)  # two unit Gaussians 2 apart: EER = Phi(-1)
+    assert eer(labels, scores) == pytest.approx(0.1587, abs=0.02)
+    assert metrics([1, 1], [0.7, 0.2]) == dict(auc=None, ap=None, eer=None, acc=0.5)
+
+
+def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
+    mk = lambda label, group, score: evaluate.VideoResult(  # noqa: E731
+        evaluate.Item(f"{group}{score}", label, group),
+        evaluate.MediaScores([evaluate.FaceScore(0, [0, 0, 1, 1], score)], 1))
+    results = [mk(0, "real", 0.2), mk(0, "real", 0.6), mk(1, "Deepfakes", 0.9), mk(1, "FaceSwap", 0.4)]
+    s = summarize(results)
+    assert set(s["per_manipulation"]) == {"Deepfakes", "FaceSwap"}
+    assert s["per_manipulation"]["Deepfakes"]["video_auc"] == 1.0 and s["per_manipulation"]["FaceSwap"]["n_videos"] == 3
+    assert s["per_manipulation"]["FaceSwap"]["video_auc"] == 0.5
+
+
+def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(evaluate, "make_detector", lambda *a, **k: SquareDetector())
+    monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32))
+    evaluate.main(["--weights", "any", "--dataset", "folder", "--root", str(folder), "--frames", "4",
+                   "--out", str(tmp_path / "out"), "--profile", "--device", "cpu"])
+    res = json.loads((tmp_path / "out/results.json").read_text())
+    assert {"video_auc", "frame_auc", "ap", "eer", "acc", "n_videos", "no_face_videos"} <= set(res)
+    rows = list(csv.DictReader(open(tmp_path / "out/videos.csv")))
+    want = expected(folder)
+    assert len(rows) == 7 and all(abs(float(r["score"]) - (want[r["path"]] or 0.5)) < 0.01 for r in rows)
+    printed = capsys.readouterr().out
+    assert "| all " in printed and all(stage in printed for stage in ("decode", "detect", "crop", "model", "frames/s"))
+
+
+def test_dataset_lists_read_the_release_layouts(tmp_path):
+    def touch(*paths):
+        for p in paths:
+            (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / p).write_bytes(b"")
+
+    (tmp_path / "List_of_testing_videos.txt").write_text("1 YouTube-real/00170.mp4\n0 Celeb-synthesis/id0_0000.mp4\n")
+    touch("YouTube-real/00170.mp4", "Celeb-synthesis/id0_0000.mp4")
+    assert [(i.path.name, i.label) for i in dataset_items("cdf", tmp_path)] == [("00170.mp4", 0), ("id0_0000.mp4", 1)]
+    (tmp_path / "labels.csv").write_text("filename,label\naaa.mp4,1\nbbb.mp4,0\n")
+    touch("videos/aaa.mp4", "videos/bbb.mp4")
+    assert [(i.path.name, i.label) for i in dataset_items("dfdc", tmp_path)] == [("aaa.mp4", 1), ("bbb.mp4", 0)]
+    (tmp_path / "dataset.json").write_text(json.dumps({"m/a.mp4": {"label": "fake", "set": "test"},
+                                                       "o/b.mp4": {"label": "real", "set": "test"},
+                                                       "o/c.mp4": {"label": "real", "set": "train"}}))
+    touch("m/a.mp4", "o/b.mp4")
+    assert [(i.path.name, i.label) for i in dataset_items("dfdcp", tmp_path)] == [("a.mp4", 1), ("b.mp4", 0)]
+    touch("source/val/videos/1.mp4", "target/val/videos/2.mp4")
+    assert [(i.path.name, i.label) for i in dataset_items("ffiw", tmp_path)] == [("1.mp4", 0), ("2.mp4", 1)]
+    (tmp_path / "test.json").write_text(json.dumps([["001", "002"]]))
+    manipulations = evaluate.MANIPULATIONS
+    touch("original_sequences/youtube/c23/videos/001.mp4", "original_sequences/youtube/c23/videos/002.mp4",
+          *(f"manipulated_sequences/{m}/c23/videos/{v}.mp4" for m in manipulations for v in ("001_002", "002_001")))
+    ff = dataset_items("ff", tmp_path)
+    assert len(ff) == 10 and sum(i.label for i in ff) == 8 and {i.group for i in ff} == {"real", *manipulations}
+    (tmp_path / "videos/aaa.mp4").unlink()
+    with pytest.raises(FileNotFoundError, match="1 of the 2 videos.*aaa.mp4"):
+        dataset_items("dfdc", tmp_path)
+    with pytest.raises(FileNotFoundError, match="List_of_testing_videos.txt"):
+        dataset_items("cdf", tmp_path / "nowhere")
+
+
+def _checkpoint(path, student_image_size):
+    model = create_classifier("test_resnet")
+    torch.save({"model": model.state_dict(), "arch": "test_resnet", "epoch": 1, "val_auc": 0.5,
+                "config": {"image_size": 48, "student_image_size": student_image_size}}, path)
+    return model
+
+
+def test_load_detector_model_reads_the_input_size(tmp_path):
+    _checkpoint(tmp_path / "a.pth", 40)
+    _checkpoint(tmp_path / "b.pth", None)
+    model, size = load_detector_model(tmp_path / "a.pth")
+    assert size == 40 and not model.training and not any(p.requires_grad for p in model.parameters())
+    assert load_detector_model(tmp_path / "b.pth")[1] == 48
+
+
+def test_predict_json_gives_overall_and_per_face_probabilities(folder, tmp_path, monkeypatch, capsys):
+    _checkpoint(tmp_path / "student.pth", 40)
+    monkeypatch.setattr(predict, "make_detector", lambda *a, **k: SquareDetector())
+    predict.main(["--weights", str(tmp_path / "student.pth"), "--json", "--frames", "4", "--device", "cpu",
+                  str(folder / "real/photo.png"), str(folder / "real/r1.avi"), str(folder / "fake/empty.avi")])
+    photo, video, empty = json.loads(capsys.readouterr().out)
+    assert len(photo["faces"]) == 2 and photo["fake_probability"] == max(f["fake_probability"] for f in photo["faces"])
+    per_frame = {}
+    for f in video["faces"]:
+        per_frame[f["frame"]] = max(per_frame.get(f["frame"], 0), f["fake_probability"])
+    assert sorted(per_frame) == [0, 2, 5]
+    assert video["fake_probability"] == pytest.approx(np.mean(list(per_frame.values())))
+    assert empty["fake_probability"] is None and empty["faces"] == [] and empty["frames"] == 4

@@ -1,0 +1,122 @@
+"""Tests for src/faces.py and src/preprocess.py: dlib on a real face, frame sampling, the face filter, the layout."""
+import cv2
+import numpy as np
+import pytest
+from skimage import data as skimage_data
+
+from src import faces
+from src.faces import DlibDetector, Face, UnreadableMedia, default_predictor, keep_large, make_detector, read_frames
+from src.preprocess import preprocess
+from src.sbi import box_crop
+
+
+def write_video(path, frames: list[np.ndarray], fps: int = 10) -> None:
+    """RGB frames to a video: MPEG-4 Part 2 in .mp4, Motion JPEG in .avi (both written by OpenCV's FFmpeg)."""
+    h, w = frames[0].shape[:2]
+    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if str(path).endswith(".mp4") else "MJPG"))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (w, h))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def gray_frames(n: int, step: int, size=(48, 32)) -> list[np.ndarray]:
+    return [np.full((size[1], size[0], 3), step * k, np.uint8) for k in range(n)]
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return skimage_data.astronaut()  # public domain: NASA portrait of Eileen Collins, 512 x 512 RGB
+
+
+@pytest.fixture(scope="module")
+def dlib_detector():
+    return DlibDetector()
+
+
+def test_dlib_finds_the_astronaut_face_with_landmarks_and_crop(astronaut, dlib_detector):
+    found = dlib_detector.detect(astronaut)
+    assert found, "dlib found no face in the astronaut image"
+    face = found[0]
+    (x0, y0), (x1, y1) = face.box[:2]
+    assert 150 < (x0 + x1) / 2 < 290 and 60 < (y0 + y1) / 2 < 190  # her face, not the flag or the suit
+    assert face.landmarks.shape == (68, 2) and face.landmarks.dtype == np.int32
+    lm, w, h = face.landmarks, x1 - x0, y1 - y0
+    assert np.all(lm >= [x0 - 0.2 * w, y0 - 0.2 * h]) and np.all(lm <= [x1 + 0.2 * w, y1 + 0.2 * h])
+    left_eye, right_eye, nose, mouth_l, mouth_r = face.box[2:]
+    assert left_eye[0] < nose[0] < right_eye[0] and max(left_eye[1], right_eye[1]) < nose[1] < mouth_l[1]
+    assert mouth_l[0] < mouth_r[0]
+    cx0, cy0, cx1, cy1 = box_crop(astronaut, face.box, None)
+    assert cx0 <= x0 and cy0 <= y0 and cx1 >= x1 and cy1 >= y1  # the test crop holds the box and the features
+    assert np.all(face.box[2:] >= [cx0, cy0]) and np.all(face.box[2:] < [cx1, cy1])
+
+
+def test_keep_large_drops_faces_below_half_the_largest_area():
+    def face(size):
+        return Face(np.array([[0, 0], [size, size]] + [[0, 0]] * 5, np.float32), None, 1.0)
+
+    kept = keep_large([face(100), face(80), face(70), face(10)])
+    assert [f.area for f in kept] == [10000, 6400]  # 4900 < 10000 / 2
+    assert keep_large([]) == []
+
+
+def test_predictor_files_and_errors(tmp_path, monkeypatch):
+    assert default_predictor().name == "shape_predictor_68_face_landmarks.dat" and default_predictor().is_file()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights/shape_predictor_81_face_landmarks.dat").write_bytes(b"")
+    assert default_predictor() == faces.PREDICTOR_81
+    with pytest.raises(FileNotFoundError, match="shape_predictor_81_face_landmarks.*face-recognition-models"):
+        DlibDetector(tmp_path / "missing.dat")
+    with pytest.raises(NotImplementedError, match="RetinaFace.*--detector dlib"):
+        make_detector("retinaface")
+
+
+@pytest.mark.parametrize("seek_gap", [0, 1000])  # every frame reached by seeking, or by grab()
+def test_read_frames_decodes_linspace_frames(tmp_path, monkeypatch, seek_gap):
+    write_video(tmp_path / "v.avi", gray_frames(60, 4))
+    monkeypatch.setattr(faces, "SEEK_GAP", seek_gap)
+    got = list(read_frames(tmp_path / "v.avi", 5))
+    assert [i for i, _ in got] == [0, 15, 30, 44, 59]  # round(linspace(0, 59, 5))
+    for i, rgb in got:
+        assert rgb.shape == (32, 48, 3) and abs(rgb.mean() - 4 * i) < 2  # the right frame, in RGB
+    assert [i for i, _ in read_frames(tmp_path / "v.avi", 100)] == list(range(60))  # never a frame twice
+
+
+def test_read_frames_images_and_unreadable_files(tmp_path):
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[..., 0] = 255  # red, to catch a BGR/RGB swap
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    [(index, rgb)] = read_frames(tmp_path / "a.png", 32)
+    assert index == 0 and np.array_equal(rgb, img)
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(UnreadableMedia, match="bad.mp4"):
+        list(read_frames(tmp_path / "bad.mp4", 4))
+
+
+class BrightFaceDetector:
+    """One fixed face in every frame brighter than mid-grey (a stand-in for dlib: preprocessing's bookkeeping)."""
+
+    def detect(self, rgb):
+        if rgb.mean() < 128:
+            return []
+        lm = np.stack([np.linspace(10, 30, 68), np.linspace(8, 24, 68)], 1).astype(np.int32)
+        return [Face(np.array([[8, 6], [34, 28]] + [[20, 15]] * 5, np.float32), lm, 1.0)]
+
+
+def test_preprocess_writes_the_sbi_layout_and_resumes(tmp_path):
+    videos = tmp_path / "original_sequences/youtube/c23/videos"
+    videos.mkdir(parents=True)
+    write_video(videos / "000.mp4", gray_frames(10, 25))  # frames 6-9 are brighter than 128
+    write_video(videos / "001.mp4", gray_frames(10, 5))  # never a face
+    (summary,) = preprocess(tmp_path, "c23", BrightFaceDetector(), frames=4).values()  # frames 0, 3, 6, 9
+    assert (summary.done, summary.frames, summary.no_face_frames) == (2, 8, 6)
+    assert summary.no_face_videos == [str(videos / "001.mp4")]
+    base = videos.parent
+    assert sorted(p.name for p in (base / "frames/000").iterdir()) == ["006.png", "009.png"]
+    lm, retina = np.load(base / "landmarks/000/006.npy"), np.load(base / "retina/000/006.npy")
+    assert lm.shape == (1, 68, 2) and lm.dtype == np.int32 and retina.shape == (1, 7, 2)
+    leftovers = [p for kind in ("frames", "landmarks", "retina") for p in (base / kind).iterdir() if p.name[0] == "."]
+    assert not leftovers  # no partial folders
+    (again,) = preprocess(tmp_path, "c23", BrightFaceDetector(), frames=4).values()
+    assert (again.done, again.skipped) == (0, 2)
