@@ -16,7 +16,6 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
@@ -27,7 +26,7 @@ from .config import Config, ConfigError, build_config, load_config, parse_overri
 from .dataset import BadSampleTracker, SBIDataset, build_dataset, collate_pairs
 from .distributed import Dist, all_true, any_true, broadcast, epoch_indices, gather, init_distributed
 from .losses import kd_loss
-from .sam import SAM, frozen_bn_stats
+from .sam import SAM, bn_stats, frozen_bn_stats, restore_bn_stats
 from .schedule import alpha_at, sbi_lr_lambda
 
 _logger = logging.getLogger(__name__)
@@ -148,6 +147,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
         # pass 1: gradient at w, local to each rank (SAM's authors perturb with each worker's own gradient);
         # BN running statistics move in this pass only
         optimizer.zero_grad(set_to_none=True)
+        bn_before = bn_stats(model)  # put back if the step is skipped: NaN activations would poison them
         with model.no_sync() if isinstance(model, DDP) else contextlib.nullcontext():
             with amp:
                 logits = model(x)
@@ -176,6 +176,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
             sums["skipped"] += 1
             consecutive += 1
             optimizer.zero_grad(set_to_none=True)
+            restore_bn_stats(bn_before)
             if consecutive >= cfg.max_consecutive_nonfinite:
                 raise NonFiniteError(
                     f"{consecutive} consecutive steps had a non-finite loss or gradient (epoch {epoch}). Likely causes: "
@@ -226,6 +227,8 @@ def evaluate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tr
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         probs.append(logits.softmax(1)[:, 1].cpu())
         targets.append(labels.cpu())
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415 (keeps scikit-learn's start-up out of other processes)
+
     parts = gather((torch.cat(probs).numpy(), torch.cat(targets).numpy(), loss_sum), d)
     probs, targets = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     auc = float(roc_auc_score(targets, probs)) if np.isfinite(probs).all() else float("nan")
@@ -290,8 +293,7 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
         except OSError as e:
             raise OSError(f"cannot write to the output folder {run_dir} ({e}); free disk space or set output_dir "
                           f"to a writable folder") from None
-        if state is None:
-            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))  # on resume: with its --set
         setup_logging(run_dir / "train.log")
         _logger.info("run folder: %s%s", run_dir, f" ({d.world} processes)" if d.world > 1 else "")
     return cfg, run_dir, state, d

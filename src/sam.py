@@ -76,24 +76,33 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups  # loading builds new group dicts
 
 
+def bn_stats(model: torch.nn.Module) -> list[tuple[_BatchNorm, dict[str, torch.Tensor]]]:
+    """A copy of every BatchNorm's running_mean, running_var and num_batches_tracked."""
+    return [(m, {k: getattr(m, k).clone() for k in ("running_mean", "running_var", "num_batches_tracked")
+                 if getattr(m, k) is not None})
+            for m in model.modules() if isinstance(m, _BatchNorm)]
+
+
+@torch.no_grad()
+def restore_bn_stats(saved: list[tuple[_BatchNorm, dict[str, torch.Tensor]]]) -> None:
+    """Copy a `bn_stats` snapshot back in place (DDP keeps references to the buffers)."""
+    for m, buffers in saved:
+        for k, v in buffers.items():
+            getattr(m, k).copy_(v)
+
+
 @contextlib.contextmanager
 def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
     """Restore every BatchNorm's running_mean, running_var and num_batches_tracked on exit.
 
-    Wrap SAM's second forward and backward in it: that pass still runs in train mode and normalises with batch
-    statistics, but its statistics come from the perturbed weights w + e(w) and the batch was already counted in
-    the first pass, so the running statistics must be updated there only. Setting momentum=0 instead still increments
-    num_batches_tracked, which shifts the 1 / num_batches_tracked cumulative average of momentum=None layers.
+    Wrap SAM's second forward and backward in it (the backward needs the buffers it saw, so they are restored
+    after it): that pass still runs in train mode and normalises with batch statistics, but its statistics come
+    from the perturbed weights w + e(w) and the batch was already counted in the first pass, so the running
+    statistics must be updated there only. Setting momentum=0 instead still increments num_batches_tracked,
+    which shifts the 1 / num_batches_tracked cumulative average of momentum=None layers.
     """
-    saved = [
-        (m, {k: getattr(m, k).clone() for k in ("running_mean", "running_var", "num_batches_tracked")
-             if getattr(m, k) is not None})
-        for m in model.modules() if isinstance(m, _BatchNorm)
-    ]
+    saved = bn_stats(model)
     try:
         yield
-    finally:  # in place (DDP keeps references to the buffers), so the pass's backward must run inside the block
-        with torch.no_grad():
-            for m, buffers in saved:
-                for k, v in buffers.items():
-                    getattr(m, k).copy_(v)
+    finally:
+        restore_bn_stats(saved)
