@@ -1,6 +1,6 @@
 """SBI data-pipeline throughput: pairs per second in one process and with N DataLoader workers, with the time split.
 
-    python -m src.bench_data configs/config_SBI.json [--pairs 64] [--workers 2]
+    python -m src.bench_data configs/config_SBI.json [--pairs 128] [--workers 2]
     python -m src.bench_data configs/config_SBI.json --synthetic 1280x720 --face-size 200   # no FF++ needed
 
 The SBI pipeline is CPU-bound and is what starves a GPU in this field. The figures are printed for the

@@ -1,23 +1,32 @@
 """Training-step cost: seconds per SAM step, images per second and peak memory, for stage 1 or stage 2.
 
-    python -m src.bench_train configs/config_SBI.json [--stage 1|2] [--batch 4] [--steps 5] [--set key=value]
+    python -m src.bench_train configs/config_SBI.json [--stage 1|2] [--batch 4] [--steps 5] [--nproc 2]
 
 Runs the engine's own step (two forward+backward passes) on random inputs with random weights, so only compute
 is measured. Each measurement runs in a fresh process so that its peak memory is its own. --stage 2 also
 measures stage 1 with the same student, batch and sizes, and prints the ratio next to the expected
-1 + teacher forward / (2 x student forward+backward).
+1 + teacher forward / (2 x student forward+backward), and the peak memory against the SBI teacher recipe
+(stage 1 of teacher_arch at image_size). --nproc N compares N gloo processes with one, one thread each and the
+same work per process, so the scaling efficiency shows the cost of DDP's synchronisation.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
+import os
 import resource
+import socket
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .config import Config, load_config
 from .dataset import BadSampleTracker
+from .distributed import init_distributed
 from .engine import make_optimizer, student_view, train_one_epoch
 from .models import create_classifier
 
@@ -37,23 +46,35 @@ def _timed(fn, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def measure(cfg: Config, stage: int, steps: int) -> dict:
-    """Seconds per training step (and its parts) of `stage`, in this process."""
+def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, port: int = 0,
+            threads: int | None = None) -> dict:
+    """Seconds per training step (and its parts) of `stage`, in this process (rank `rank` of `world` over gloo)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                          LOCAL_RANK=str(rank))
+    d = init_distributed()
     torch.manual_seed(0)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = d.device
     model = create_classifier(cfg.model).to(device)
     teacher = create_classifier(cfg.teacher_arch).to(device).eval().requires_grad_(False) if stage == 2 else None
     optimizer, _ = make_optimizer(model, cfg)
-    images = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
-    batch = {"images": images, "labels": torch.arange(cfg.batch_size, device=device) % 2, "failures": []}
+    wrapped = DDP(model) if d.world > 1 else model
+    n = cfg.batch_size // d.world
+    images = torch.rand(n, 3, cfg.image_size, cfg.image_size, device=device)
+    batch = {"images": images, "labels": torch.arange(n, device=device) % 2, "failures": []}
     tracker = BadSampleTracker(1.0)
 
     def step() -> None:
-        train_one_epoch(model, [batch], optimizer, cfg, 1, tracker, teacher)
+        train_one_epoch(wrapped, [batch], optimizer, cfg, 1, tracker, teacher, d)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     out = {"step": _timed(step, steps), "peak_mb": _peak_memory_mb(device)}
+    if d.world > 1:
+        dist.destroy_process_group()
+        return out
     x = student_view(images, cfg.student_size)
     out["student_fwd_bwd"] = _timed(lambda: model(x).sum().backward(), steps)
     if teacher is not None:
@@ -62,34 +83,60 @@ def measure(cfg: Config, stage: int, steps: int) -> dict:
     return out
 
 
-def in_fresh_process(cfg: Config, stage: int, steps: int) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, (cfg, stage, steps))
+def in_fresh_processes(cfg: Config, stage: int, steps: int, world: int = 1, threads: int | None = None) -> dict:
+    """`measure` in `world` new processes; the slowest rank's step time, the largest peak memory."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(measure, cfg, stage, steps, rank, world, port, threads) for rank in range(world)]
+        results = [job.result() for job in jobs]
+    return {**results[0], "step": max(r["step"] for r in results), "peak_mb": max(r["peak_mb"] for r in results)}
+
+
+def _line(name: str, r: dict, images: int) -> str:
+    memory = "CUDA memory" if torch.cuda.is_available() else "RSS"
+    return f"{name}: {r['step']:.3f} s/step, {images / r['step']:.1f} images/s, peak {memory} {r['peak_mb']:.0f} MB"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--stage", type=int, choices=(1, 2), default=1)
-    parser.add_argument("--batch", type=int, help="images per step (default: the config's batch_size)")
+    parser.add_argument("--batch", type=int, help="images per step, global (default: the config's batch_size)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
+    parser.add_argument("--nproc", type=int, default=1, help="also measure N gloo processes (CPU scaling)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set + ([f"batch_size={args.batch}"] if args.batch else []))
+    b = cfg.batch_size
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"{cfg.model} at {cfg.student_size} px (crops at {cfg.image_size} px), batch {cfg.batch_size} images, "
-          f"{device}, {args.steps} steps")
-    stages = (1, 2) if args.stage == 2 else (1,)
-    results = {s: in_fresh_process(cfg, s, args.steps) for s in stages}
-    for s, r in results.items():
-        extra = f", teacher {cfg.teacher_arch} forward {r['teacher_fwd']:.3f} s" if s == 2 else ""
-        print(f"stage {s}: {r['step']:.3f} s/step, {cfg.batch_size / r['step']:.1f} images/s, "
-              f"peak {'CUDA memory' if torch.cuda.is_available() else 'RSS'} {r['peak_mb']:.0f} MB (student forward+backward {r['student_fwd_bwd']:.3f} s{extra})")
+    print(f"{cfg.model} at {cfg.student_size} px (crops at {cfg.image_size} px), batch {b} images, {device}, "
+          f"{args.steps} steps")
+    r1 = in_fresh_processes(cfg, 1, args.steps)
+    print(_line("stage 1", r1, b) + f" (student forward+backward {r1['student_fwd_bwd']:.3f} s)")
     if args.stage == 2:
-        r1, r2 = results[1], results[2]
+        r2 = in_fresh_processes(cfg, 2, args.steps)
+        print(_line("stage 2", r2, b) + f" (student forward+backward {r2['student_fwd_bwd']:.3f} s, teacher "
+              f"{cfg.teacher_arch} forward {r2['teacher_fwd']:.3f} s)")
         expected = 1 + r2["teacher_fwd"] / (2 * r2["student_fwd_bwd"])
         print(f"stage 2 / stage 1 step time: {r2['step'] / r1['step']:.2f} "
               f"(expected 1 + teacher forward / (2 x student forward+backward) = {expected:.2f})")
+        recipe = dataclasses.replace(cfg, model=cfg.teacher_arch, student_image_size=None)
+        rt = in_fresh_processes(recipe, 1, args.steps)
+        print(_line(f"SBI teacher recipe ({cfg.teacher_arch} at {cfg.image_size} px, stage 1)", rt, b))
+        print(f"peak memory, stage 1 student / teacher recipe: {r1['peak_mb'] / rt['peak_mb']:.2f}; "
+              f"stage 2 / teacher recipe: {r2['peak_mb'] / rt['peak_mb']:.2f}")
+    if args.nproc > 1:
+        if b % (2 * args.nproc):
+            raise SystemExit(f"--nproc {args.nproc} needs a batch that is a multiple of {2 * args.nproc}")
+        one = in_fresh_processes(dataclasses.replace(cfg, batch_size=b // args.nproc), args.stage, args.steps,
+                                 threads=1)
+        many = in_fresh_processes(cfg, args.stage, args.steps, world=args.nproc, threads=1)
+        print(f"stage {args.stage}, 1 thread per process: 1 process x {b // args.nproc} images {one['step']:.3f} "
+              f"s/step; {args.nproc} gloo processes x {b // args.nproc} images {many['step']:.3f} s/step "
+              f"({b / many['step']:.1f} images/s), scaling efficiency {one['step'] / many['step']:.0%}, "
+              f"peak memory per process {many['peak_mb']:.0f} MB")
 
 
 if __name__ == "__main__":
