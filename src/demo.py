@@ -2,8 +2,9 @@
 
     python -m src.demo [--config configs/config_demo.json]
 
-Runs the same commands a user runs on FF++ (printed as they start): the teacher is trained with the SBI recipe by
-train_student_only.py --model, and each stage picks up the previous one's BEST.pth through the config's globs.
+Runs the same commands a user runs on FF++ (printed as they start): the teacher (the config's teacher_arch) is trained
+with the SBI recipe by train_student_only.py --model, and each stage picks up the previous one's BEST.pth through
+the config's globs.
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import sys
 from .config import load_config, resolve_path
 from .checkpoint import load
 from .models import count_params, create_classifier
-
-TEACHER = "test_resnet"  # a tiny CNN that learns SBI from scratch in a few CPU minutes
 
 
 def run(*args: str) -> None:
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher-epochs", type=int, default=8)
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    run("train_student_only.py", args.config, "-n", "demo_teacher", "--model", TEACHER,
+    run("train_student_only.py", args.config, "-n", "demo_teacher", "--model", cfg.teacher_arch,
         "--set", "student_image_size=null", "--set", f"epoch={args.teacher_epochs}")
     run("train_student_only.py", args.config, "-n", "demo_pretrain")
     run("main_distillation.py", args.config, "-n", "demo_distill")
