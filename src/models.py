@@ -12,7 +12,7 @@ import logging
 import pickle
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 import safetensors.torch
 import timm
@@ -80,12 +80,12 @@ def strict_load(model: nn.Module, state_dict: dict, source: str, allow_missing: 
     raise ValueError("\n".join(lines))
 
 
-def _torch_load(path: Path) -> Any:
-    """`torch.load` with weights_only=True; anything but a plain checkpoint is a clear error."""
+def torch_load(source: Path | BinaryIO, name: Path | str | None = None) -> Any:
+    """`torch.load` with weights_only=True; anything but a plain checkpoint is a clear error naming `name`."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{path} is not a plain checkpoint (dicts of tensors and numbers, read with "
+        raise ValueError(f"{name or source} is not a plain checkpoint (dicts of tensors and numbers, read with "
                          f"weights_only=True; other pickled objects are refused): {str(e).splitlines()[0]}") from None
 
 
@@ -141,7 +141,7 @@ def load_teacher(path: str | Path, arch: str = "tf_efficientnet_b4") -> nn.Modul
     wins over `arch`), or a plain timm state dict for `arch`. `path` may be a glob (the newest match is used).
     """
     file = resolve_path(str(path), "teacher_weights")
-    ckpt = _torch_load(file)
+    ckpt = torch_load(file)
     if _is_own_checkpoint(ckpt):
         _logger.info("teacher %s: this project's checkpoint of '%s' (arch argument ignored)", file, ckpt["arch"])
         model = _model_from_checkpoint(ckpt, file)
@@ -166,7 +166,7 @@ def load_teacher(path: str | Path, arch: str = "tf_efficientnet_b4") -> nn.Modul
 def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
     """(model, checkpoint) from one of this project's checkpoints; trainable. `path` may be a glob."""
     file = resolve_path(str(path), "checkpoint")
-    ckpt = _torch_load(file)
+    ckpt = torch_load(file)
     if not _is_own_checkpoint(ckpt):
         raise ValueError(f"{file} is not a checkpoint of this project (it needs 'arch' and 'model' keys; found "
                          f"{_keys(ckpt)}). A teacher file such as FFc23.tar goes to teacher_weights, ImageNet weights "
@@ -178,7 +178,7 @@ def _read_state_dict(path: Path) -> dict:
     """A state dict from a timm `.safetensors` file or a `.pth/.bin` file (unwrapping `state_dict`/`model`)."""
     if path.suffix == ".safetensors":
         return safetensors.torch.load_file(str(path), device="cpu")
-    ckpt = _torch_load(path)
+    ckpt = torch_load(path)
     for key in ("state_dict", "model"):
         if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]

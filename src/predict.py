@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .evaluate import load_detector_model, score_media
-from .faces import DETECTORS, Detector, UnreadableMedia, make_detector
+from .faces import DETECTORS, RETINAFACE_WEIGHTS, Detector, UnreadableMedia, make_detector
 
 
 def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, frames: int = 32,
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
     ap.add_argument("--detector", choices=DETECTORS, default="dlib")
+    ap.add_argument("--retinaface-weights", default=str(RETINAFACE_WEIGHTS),
+                    help="RetinaFace ResNet-50 weights for --detector retinaface (default: %(default)s)")
     ap.add_argument("--shape-predictor", help="dlib landmark model (default: the 81- or else the 68-point one)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         ap.exit(2, f"error: no such file: {', '.join(missing)}\n")
     try:
-        detector = make_detector(a.detector, a.shape_predictor)
+        detector = make_detector(a.detector, a.shape_predictor, retinaface_weights=a.retinaface_weights)
         model, size = load_detector_model(a.weights)
     except (FileNotFoundError, NotImplementedError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")

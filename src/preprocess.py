@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .faces import DETECTORS, Detector, UnreadableMedia, frame_count, make_detector, read_frames
+from .faces import DETECTORS, RETINAFACE_WEIGHTS, Detector, UnreadableMedia, frame_count, make_detector, read_frames
 
 _logger = logging.getLogger(__name__)
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -74,10 +74,14 @@ def process_video(path: Path, out: Path, detector: Detector, frames: int, summar
             if not faces:
                 summary.no_face_frames += 1
                 continue
+            landmarks = [f.landmarks for f in faces if f.landmarks is not None]  # RetinaFace: dlib's, by overlap
+            if not landmarks:
+                summary.no_face_frames += 1
+                continue
             name = f"{index:0{width}d}"
             written += 1
             cv2.imwrite(str(tmp["frames"] / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            np.save(tmp["landmarks"] / f"{name}.npy", np.stack([f.landmarks for f in faces]).astype(np.int32))
+            np.save(tmp["landmarks"] / f"{name}.npy", np.stack(landmarks).astype(np.int32))
             np.save(tmp["retina"] / f"{name}.npy", np.stack([f.box for f in faces]).astype(np.float32))
     except UnreadableMedia as e:
         _logger.warning("%s", e)
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23")
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
     ap.add_argument("--detector", choices=DETECTORS, default="dlib")
+    ap.add_argument("--retinaface-weights", default=str(RETINAFACE_WEIGHTS),
+                    help="RetinaFace ResNet-50 weights for --detector retinaface (default: %(default)s)")
     ap.add_argument("--shape-predictor", help="dlib landmark model (default: weights/shape_predictor_81_face_"
                                               "landmarks.dat if present, else the 68-point model)")
     ap.add_argument("--sequences", nargs="+", help="e.g. youtube Deepfakes (default: youtube and the four FF++ "
@@ -138,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     setup_logging()
     try:
-        detector = make_detector(a.detector, a.shape_predictor)
+        detector = make_detector(a.detector, a.shape_predictor, retinaface_weights=a.retinaface_weights,
+                                 landmarks=True)
         summaries = preprocess(a.root, a.compression, detector, a.frames, a.sequences)
     except (FileNotFoundError, NotImplementedError) as e:
         ap.exit(2, f"error: {e}\n")

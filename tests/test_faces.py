@@ -68,8 +68,8 @@ def test_predictor_files_and_errors(tmp_path, monkeypatch):
     assert default_predictor() == faces.PREDICTOR_81
     with pytest.raises(FileNotFoundError, match="shape_predictor_81_face_landmarks.*face-recognition-models"):
         DlibDetector(tmp_path / "missing.dat")
-    with pytest.raises(NotImplementedError, match="RetinaFace.*--detector dlib"):
-        make_detector("retinaface")
+    with pytest.raises(FileNotFoundError, match="retinaface_resnet50_2020-07-20.*--detector dlib"):
+        make_detector("retinaface")  # weights/retinaface_resnet50_2020-07-20.zip is missing here
 
 
 @pytest.mark.parametrize("seek_gap", [0, 1000])  # every frame reached by seeking, or by grab()
