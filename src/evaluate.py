@@ -40,6 +40,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos
+from .engine import student_view
 from .faces import (DETECTORS, RETINAFACE_WEIGHTS, Detector, UnreadableMedia, keep_large, list_media, make_detector,
                     read_frames)
 from .models import load_teacher
@@ -191,14 +192,33 @@ def dataset_items(name: str, root: str | Path, compression: str = "c23") -> list
 # scoring
 
 
+class StudentInput(nn.Module):
+    """A student behind its training input path: face crops at image_size, resized with antialiasing to its size."""
+
+    def __init__(self, model: nn.Module, size: int):
+        super().__init__()
+        self.model, self.size = model, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(student_view(x, self.size))
+
+
 def load_detector_model(path: str | Path) -> tuple[nn.Module, int]:
-    """(frozen eval model, input size) from FFc23.tar (380), a timm state dict (380) or one of our checkpoints."""
+    """(frozen eval model, face crop size) from FFc23.tar (380), a timm state dict (380) or one of our checkpoints.
+
+    A student trained at student_image_size sees what it saw in training and validation: the crop resized to
+    image_size, then downsized with antialiasing inside the returned model.
+    """
     file = resolve_path(str(path), "weights")
     model = load_teacher(file)  # every supported format, strictly loaded
     config = checkpoint.load(file).get("config")
-    size = (config.get("student_image_size") or config["image_size"]) if isinstance(config, dict) else TEACHER_SIZE
-    _logger.info("model %s: input size %d px", file, size)
-    return model, int(size)
+    crop, size = TEACHER_SIZE, None
+    if isinstance(config, dict):
+        crop, size = config["image_size"], config.get("student_image_size")
+    if size and size != crop:
+        model = StudentInput(model, size).eval()
+    _logger.info("model %s: face crops at %d px%s", file, crop, f", model input {size} px" if size else "")
+    return model, int(crop)
 
 
 @torch.no_grad()

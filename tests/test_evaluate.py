@@ -10,7 +10,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
 from src import evaluate, predict
-from src.evaluate import dataset_items, eer, evaluate_items, load_detector_model, metrics, summarize
+from src.engine import student_view
+from src.evaluate import StudentInput, dataset_items, eer, evaluate_items, load_detector_model, metrics, summarize
 from src.faces import Face
 from src.models import create_classifier
 
@@ -185,12 +186,15 @@ def _checkpoint(path, student_image_size):
     return model
 
 
-def test_load_detector_model_reads_the_input_size(tmp_path):
+def test_load_detector_model_feeds_the_student_as_in_training(tmp_path):
     _checkpoint(tmp_path / "a.pth", 40)
     _checkpoint(tmp_path / "b.pth", None)
-    model, size = load_detector_model(tmp_path / "a.pth")
-    assert size == 40 and not model.training and not any(p.requires_grad for p in model.parameters())
-    assert load_detector_model(tmp_path / "b.pth")[1] == 48
+    model, size = load_detector_model(tmp_path / "a.pth")  # crops at image_size 48, antialiased to 40 inside
+    assert size == 48 and not model.training and not any(p.requires_grad for p in model.parameters())
+    x = torch.rand(2, 3, 48, 48)
+    assert torch.equal(model(x), model.model(student_view(x, 40)))
+    model, size = load_detector_model(tmp_path / "b.pth")
+    assert size == 48 and not isinstance(model, StudentInput)
 
 
 def test_predict_json_gives_overall_and_per_face_probabilities(folder, tmp_path, monkeypatch, capsys):
