@@ -309,6 +309,14 @@ def _log_epoch(run_dir: Path, row: dict) -> None:
         writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
 
 
+def _truncate_log(run_dir: Path, epoch: int) -> None:
+    """Keep the log.csv rows up to `epoch` (a run killed between its log row and its last.pth wrote one more)."""
+    path = run_dir / "log.csv"
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) <= epoch]))
+
+
 def plot_curves(run_dir: Path) -> None:
     """curves.png: train/val loss and val AUC per epoch, from log.csv."""
     import matplotlib  # noqa: PLC0415 (only needed here)
@@ -358,6 +366,8 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mod
             group["lr"] = base * factor(scheduler.last_epoch)  # this config's schedule, also if --set changed epoch
         torch.set_rng_state(state["rng"])  # data randomness is seeded per sample, not from here
         start, skip, sums = state["epoch"] + 1, state["step"], state["sums"]
+        if d.is_main:
+            _truncate_log(run_dir, state["epoch"])
     model = DDP(raw, device_ids=[d.local_rank] if device.type == "cuda" else None) if d.world > 1 else raw
     if teacher is not None:
         teacher.to(device, memory_format=memory)  # never wrapped in DDP: it is frozen
@@ -396,8 +406,8 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mod
             if not d.is_main:
                 continue
             row = dict(epoch=epoch, lr=lr, **train, **val, bad_samples=bad, seconds=round(time.time() - t0, 1))
+            _log_epoch(run_dir, row)  # before last.pth: a resume drops rows past its epoch, so none is doubled
             saved = saver.save(snapshot(epoch, val_auc=val["val_auc"], step=0, sums=None), epoch, val["val_auc"])
-            _log_epoch(run_dir, row)
             plot_curves(run_dir)
             _logger.info("epoch %d: %s%s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                            for k, v in row.items() if k != "epoch"),

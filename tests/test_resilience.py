@@ -93,3 +93,13 @@ def test_unwritable_output_folder_fails_at_start(config, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match="cannot write to the output folder"):
         train_student_only.main([str(config), "-n", "x", "--set", f"output_dir={blocker}"])
+
+
+def test_resume_after_a_kill_between_log_row_and_checkpoint_keeps_one_row_per_epoch(config):
+    train_student_only.main([str(config), "-n", "killed", "--set", "epoch=1"])
+    run = runs(config, "killed")[-1]
+    log = run / "log.csv"
+    header, row = log.read_text().splitlines()
+    log.write_text(f"{header}\n{row}\n2{row[1:]}\n")  # epoch 2's row written, its last.pth not: killed in between
+    train_student_only.main([str(config), "-n", "ignored", "--resume", str(run), "--set", "epoch=2"])
+    assert [line.split(",")[0] for line in log.read_text().splitlines()] == ["epoch", "1", "2"]
