@@ -19,6 +19,7 @@ from .sbi import (BadSample, box_crop, choose_box, hflip, landmark_crop, pair_tr
 _logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 MAX_TRIES = 10  # replacements tried for one item, and blend resamples tried for one frame
+_WARNED_68: set[str] = set()  # data roots whose 68-point landmarks were already reported
 
 
 class DataQualityError(RuntimeError):
@@ -119,7 +120,8 @@ class SBIDataset(Dataset):
         self.source_aug, self.pair_aug = source_transform(), pair_transform()
         self.profile = None  # a defaultdict(float) here collects seconds per stage (src.bench_data)
         n_points = _load_points(_aux_path(self.frames[0], "landmarks"), "landmark", (68, 81)).shape[1]
-        if n_points == 68:
+        if n_points == 68 and str(root) not in _WARNED_68:  # once per run, not once per split
+            _WARNED_68.add(str(root))
             _logger.warning("68-point landmarks in %s: no forehead points, so blend masks stop at the brows "
                             "(the released SBI teacher used the 81-point model)", video_dir(root, compression))
 

@@ -61,6 +61,7 @@ def test_68_point_landmarks_work_with_one_warning(tmp_path, caplog):
                             n_landmarks=68)
     with caplog.at_level(logging.WARNING):
         ds = SBIDataset(root, "train", SIZE)
+        SBIDataset(root, "val", SIZE)
         kinds = {ds[i].mask_type for i in range(len(ds))}
     assert sum("68-point" in r.message for r in caplog.records) == 1
     assert kinds
