@@ -1,10 +1,12 @@
 """Scale and resilience: torchrun with gloo on the CPU, SIGINT mid-epoch, precision options, output checks."""
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from src import checkpoint, engine
 from src.config import ConfigError, load_config
 from src.dataset import build_dataset
 from src.engine import evaluate, make_loader
+from src.losses import kd_loss
 from src.models import load_checkpoint_model
 from src.synthetic import generate_dataset
 
@@ -103,3 +106,18 @@ def test_resume_after_a_kill_between_log_row_and_checkpoint_keeps_one_row_per_ep
     log.write_text(f"{header}\n{row}\n2{row[1:]}\n")  # epoch 2's row written, its last.pth not: killed in between
     train_student_only.main([str(config), "-n", "ignored", "--resume", str(run), "--set", "epoch=2"])
     assert [line.split(",")[0] for line in log.read_text().splitlines()] == ["epoch", "1", "2"]
+
+
+def test_bf16_autocast_is_chosen_for_cuda_only_and_losses_stay_float32():
+    cfg = load_config("configs/config_demo.json", ["amp=bf16"])
+    assert isinstance(engine.autocast(cfg, torch.device("cpu")), contextlib.nullcontext)
+    with warnings.catch_warnings():  # without a GPU torch warns that it disables CUDA autocast
+        warnings.simplefilter("ignore")
+        chosen = engine.autocast(cfg, torch.device("cuda"))
+    assert isinstance(chosen, torch.autocast) and chosen.fast_dtype == torch.bfloat16
+    model = torch.nn.Linear(4, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the same autocast, on the CPU, to exercise the loss path
+        logits = model(torch.rand(8, 4))
+    t_logits = torch.rand(8, 2, dtype=torch.bfloat16)
+    total, hard, soft = kd_loss(logits, t_logits, torch.arange(8) % 2, 0.5, 3.0)
+    assert logits.dtype == torch.bfloat16 and total.dtype == hard.dtype == soft.dtype == torch.float32
