@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/config_demo.json")
     parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--teacher-lr", type=float, default=0.002, help="the small CNN teacher takes a higher lr")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
     run("train_student_only.py", args.config, "-n", "demo_teacher", "--model", cfg.teacher_arch,
-        "--set", "student_image_size=null", "--set", f"epoch={args.teacher_epochs}")
+        "--set", "student_image_size=null", "--set", f"epoch={args.teacher_epochs}", "--set", f"lr={args.teacher_lr}")
     run("train_student_only.py", args.config, "-n", "demo_pretrain")
     run("main_distillation.py", args.config, "-n", "demo_distill")
     out = cfg.output_dir
