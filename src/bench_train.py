@@ -21,12 +21,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .config import Config, load_config
 from .dataset import BadSampleTracker
-from .distributed import init_distributed
+from .distributed import finish, init_distributed
 from .engine import make_optimizer, student_view, train_one_epoch
 from .models import create_classifier
 
@@ -73,7 +72,7 @@ def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, 
 
     out = {"step": _timed(step, steps), "peak_mb": _peak_memory_mb(device)}
     if d.world > 1:
-        dist.destroy_process_group()
+        finish(d)
         return out
     x = student_view(images, cfg.student_size)
     out["student_fwd_bwd"] = _timed(lambda: model(x).sum().backward(), steps)

@@ -38,6 +38,13 @@ def init_distributed() -> Dist:
     return d
 
 
+def finish(d: Dist) -> None:
+    """Wait for every rank, then leave the process group (a rank exiting early can abort its peers)."""
+    if d.world > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_true(flag: bool, d: Dist) -> bool:
     """True only if `flag` is true on every rank, so that every rank takes the same branch."""
     if d.world == 1:

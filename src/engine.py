@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import Config, ConfigError, build_config, load_config, parse_override
 from .dataset import BadSampleTracker, SBIDataset, build_dataset, collate_pairs
-from .distributed import Dist, all_true, any_true, broadcast, epoch_indices, gather, init_distributed
+from .distributed import Dist, all_true, any_true, broadcast, epoch_indices, finish, gather, init_distributed
 from .losses import kd_loss
 from .sam import SAM, bn_stats, frozen_bn_stats, restore_bn_stats
 from .schedule import alpha_at, sbi_lr_lambda
@@ -414,4 +414,5 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mod
                          f" -> {saved.name}" if saved else "")
     if d.is_main:
         _logger.info("done: best val AUC %.4f (epoch %d), %s", *saver.ranked[0], run_dir / "weights" / "BEST.pth")
+    finish(d)
     return run_dir / "weights"
