@@ -1,0 +1,376 @@
+"""Teacher vs student speed and memory, measured side by side in one run: the design's results table.
+
+    python -m src.benchmark [--teacher W] [--student W] [--device cpu|cuda] [--out DIR] [--bf16] [--threads N]
+
+Teacher tf_efficientnet_b4 at 380 px and student mobilevitv2_200 at 256 px (--*-arch, --*-size), with random
+weights unless W is given (speed does not depend on the weights; a student file is measured at its own input
+size, without the crop resize). For each model and execution path: parameters, input size, latency at batch 1
+(median and p90 of --runs runs after warm-up), throughput at batch 32, and peak memory at inference (batch 1) and
+for one training step (eager only: forward, backward and SGD step at --train-batch). Paths:
+
+    eager      PyTorch, float32 (bf16 autocast with --bf16)
+    onnx       the float32 ONNX export (src.export) in ONNX Runtime, all graph optimisations
+    onnx-int8  the deployed path: that export statically quantised to int8 (src.deploy), in ONNX Runtime
+
+Teacher and student take turns run by run, so both see the same machine load; the student/teacher ratio of each
+figure is printed per path. Peak memory: each model and path in a fresh process; on the CPU the rise of the peak
+resident memory over the process after its imports (ONNX Runtime paths import no PyTorch), on CUDA
+torch.cuda.max_memory_allocated. int8 changes the numerics, so the benchmark also computes the val AUC of the
+--check checkpoints (the demo's teacher and distilled student) in float32 eager and int8 on --check-config's val
+set: |difference| <= 0.005 passes. Writes benchmark.md and benchmark.json ("rows", "ratios") to --out.
+
+PyTorch is imported inside functions: the memory probes of the ONNX Runtime paths run without it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from .deploy import ort_session, quantize_int8
+
+if TYPE_CHECKING:
+    from torch import nn
+
+PATHS = ("eager", "onnx", "onnx-int8")
+DEPLOYED = "onnx-int8"
+TARGET_LATENCY_RATIO = 0.6  # the design: student 30 ms where the teacher takes 50 ms
+AUC_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class Model:
+    """One side of the comparison: role, timm architecture, input size, weights file (None: random weights)."""
+
+    role: str
+    arch: str
+    size: int
+    weights: str | None = None
+
+
+def network(model: nn.Module) -> nn.Module:
+    """The classifier itself: a student from src.evaluate without its crop resize (`StudentInput`)."""
+    from .evaluate import StudentInput  # noqa: PLC0415 (cv2 and dlib only with weights)
+
+    return model.model if isinstance(model, StudentInput) else model
+
+
+def build(m: Model) -> nn.Module:
+    """The eval-mode network of `m` on the CPU."""
+    from .evaluate import load_detector_model  # noqa: PLC0415
+    from .models import create_classifier  # noqa: PLC0415
+
+    if m.weights is None:
+        return create_classifier(m.arch).eval()
+    return network(load_detector_model(m.weights)[0]).eval()
+
+
+def resolve(role: str, arch: str, size: int, weights: str | None) -> Model:
+    """`Model` of a role: from the weights file when given (its own architecture and input size)."""
+    if weights is None:
+        return Model(role, arch, size)
+    from .config import resolve_path  # noqa: PLC0415
+    from .evaluate import load_detector_model  # noqa: PLC0415
+
+    file = str(resolve_path(weights, f"{role} weights"))
+    model, crop = load_detector_model(file)
+    net = network(model)
+    return Model(role, net.pretrained_cfg["architecture"], crop if net is model else model.size, file)
+
+
+def _rss_mb(field: str) -> float:
+    """This process's resident memory in MB from /proc/self/status: VmRSS now, VmHWM its peak (Linux)."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def _rss_baseline() -> float:
+    """Reset the peak to the current resident memory, and return that (getrusage's peak would include the parent's)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _rss_mb("VmRSS")
+
+
+def peak_memory(m: Model, path: str, onnx_file: str | None, device: str, bf16: bool, train_batch: int,
+                threads: int) -> tuple[float, float | None]:
+    """Peak memory in MB of inference at batch 1 and (eager) of one training step, measured in this fresh process."""
+    if path != "eager":
+        base = _rss_baseline()
+        session = ort_session(onnx_file, threads)
+        session.run(None, {"x": np.random.rand(1, 3, m.size, m.size).astype(np.float32)})
+        return _rss_mb("VmHWM") - base, None
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    from . import evaluate, models  # noqa: F401, PLC0415 (imported before the baseline)
+
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    base = 0.0 if cuda else _rss_baseline()
+
+    def peak() -> float:
+        return torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb("VmHWM") - base
+
+    net = build(m).to(dev)
+    with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+        net(torch.rand(1, 3, m.size, m.size, device=dev))
+    inference = peak()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # the weights stay resident, so they count in both figures
+    net.train().requires_grad_(True)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+        logits = net(torch.rand(train_batch, 3, m.size, m.size, device=dev))
+    F.cross_entropy(logits.float(), torch.arange(train_batch, device=dev) % 2).backward()
+    optimizer.step()
+    return inference, peak()
+
+
+def take_turns(runners: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each runner after `warmup` calls; the runners take turns, so all see the same load."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(runs):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def eager_runner(net: nn.Module, size: int, batch: int, device: str, bf16: bool) -> Callable[[], None]:
+    import torch  # noqa: PLC0415
+
+    dev = torch.device(device)
+    x = torch.rand(batch, 3, size, size, device=dev)
+
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+            net(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def ort_runner(session, size: int, batch: int) -> Callable[[], object]:
+    x = np.random.rand(batch, 3, size, size).astype(np.float32)
+    return lambda: session.run(None, {"x": x})
+
+
+def export_paths(nets: dict[str, nn.Module], models: dict[str, Model], folder: Path) -> dict[str, dict[str, str]]:
+    """{path: {role: ONNX file}} of the ONNX Runtime paths; int8 calibrated on random images (same speed)."""
+    from .export import export_onnx  # noqa: PLC0415
+
+    files: dict[str, dict[str, str]] = {"onnx": {}, "onnx-int8": {}}
+    for role, net in nets.items():
+        size = models[role].size
+        fp32 = export_onnx(net, size, folder / f"{role}.onnx")
+        batches = (np.random.rand(2, 3, size, size).astype(np.float32) for _ in range(4))
+        files["onnx"][role] = str(fp32)
+        files["onnx-int8"][role] = str(quantize_int8(fp32, folder / f"{role}_int8.onnx", batches))
+    return files
+
+
+def auc_check(weights: list[str], config: str, threads: int) -> list[dict]:
+    """Val AUC of each checkpoint in float32 eager, float32 ONNX and the deployed int8 on the config's val set."""
+    import torch  # noqa: PLC0415
+
+    from .config import load_config, resolve_path  # noqa: PLC0415
+    from .dataset import build_dataset  # noqa: PLC0415
+    from .engine import evaluate, make_loader  # noqa: PLC0415
+    from .evaluate import load_detector_model  # noqa: PLC0415
+    from .export import CALIBRATION_PAIRS, OrtClassifier, calibration_batches, export_onnx, real_crops  # noqa: PLC0415
+
+    out = []
+    for pattern in weights:
+        try:
+            file = resolve_path(pattern, "check weights")
+        except FileNotFoundError:
+            out.append(dict(weights=pattern, skipped="no file matches (python -m src.demo makes the demo's)"))
+            continue
+        model, crop = load_detector_model(file)
+        cfg = load_config(config, [f"image_size={crop}", "num_workers=0"])
+        calibration = real_crops(cfg, "train", CALIBRATION_PAIRS, crop)
+        if calibration is None:
+            out.append(dict(weights=str(file), skipped=f"data root {cfg.data_root} does not exist"))
+            continue
+        val = make_loader(build_dataset(cfg, "val"), cfg)
+        with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+            fp32 = export_onnx(model, crop, Path(tmp) / "fp32.onnx")
+            int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx", calibration_batches(calibration))
+            runs = (("eager", model), ("onnx", OrtClassifier(fp32, threads)), (DEPLOYED, OrtClassifier(int8, threads)))
+            aucs = {name: evaluate(m, val, crop)["val_auc"] for name, m in runs}
+        diff = abs(aucs[DEPLOYED] - aucs["eager"])
+        out.append(dict(weights=str(file), arch=network(model).pretrained_cfg["architecture"],
+                        images=2 * len(val.dataset), auc=aucs, diff=diff, ok=diff <= AUC_TOLERANCE))
+    return out
+
+
+def timings(nets: dict[str, nn.Module], models: dict[str, Model], paths: list[str], files: dict[str, dict[str, str]],
+            args: argparse.Namespace) -> dict[tuple[str, str], dict]:
+    """{(path, role): latency at batch 1 (median, p90) and throughput at batch N}, teacher and student taking turns."""
+    sessions = {(p, role): ort_session(file, args.threads) for p, by_role in files.items()
+                for role, file in by_role.items()}
+
+    def runner(p: str, role: str, batch: int) -> Callable[[], object]:
+        size = models[role].size
+        if p == "eager":
+            return eager_runner(nets[role], size, batch, args.device, args.bf16)
+        return ort_runner(sessions[p, role], size, batch)
+
+    out = {}
+    for p in paths:
+        print(f"{p}: latency at batch 1 ({args.runs} runs), throughput at batch {args.batch} ({args.batch_runs} runs)",
+              flush=True)
+        latency = take_turns({role: runner(p, role, 1) for role in models}, args.runs, args.warmup)
+        batch = take_turns({role: runner(p, role, args.batch) for role in models}, args.batch_runs, 1)
+        for role in models:
+            out[p, role] = dict(latency_bs1_ms=1e3 * statistics.median(latency[role]),
+                                latency_bs1_p90_ms=1e3 * float(np.percentile(latency[role], 90)),
+                                throughput=args.batch / statistics.median(batch[role]))
+    return out
+
+
+def measure(models: dict[str, Model], paths: list[str], args: argparse.Namespace) -> list[dict]:
+    """One row per path and model: params, input, latency at batch 1, throughput at batch N, peak memory."""
+    import torch  # noqa: PLC0415
+
+    from .models import count_params  # noqa: PLC0415
+
+    torch.set_num_threads(args.threads)
+    nets = {role: build(m) for role, m in models.items()}
+    params = {role: count_params(net) for role, net in nets.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = paths != ["eager"]
+        files = {p: f for p, f in export_paths(nets, models, Path(tmp)).items() if p in paths} if onnx else {}
+        times = timings({r: n.to(args.device) for r, n in nets.items()}, models, paths, files, args)
+        del nets  # the memory probes run next: this process keeps no model
+        keys = [(p, role) for p in paths for role in models]
+        tasks = [(models[role], p, files.get(p, {}).get(role), args.device, args.bf16, args.train_batch, args.threads)
+                 for p, role in keys]
+        print(f"peak memory: {len(tasks)} fresh processes", flush=True)
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+            memory = list(pool.map(peak_memory, *zip(*tasks)))
+    label = {p: p + ("-bf16" if p == "eager" and args.bf16 else "") for p in paths}
+    return [dict(model=role, path=label[p], arch=models[role].arch, params=params[role], input=models[role].size,
+                 **times[p, role], peak_memory_mb=inference, train_memory_mb=train)
+            for (p, role), (inference, train) in zip(keys, memory)]
+
+
+def ratios(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per path: student/teacher latency at batch 1, throughput at batch N and peak inference memory."""
+    by = {(r["path"], r["model"]): r for r in rows}
+    return {p: {"latency_bs1": by[p, "student"]["latency_bs1_ms"] / by[p, "teacher"]["latency_bs1_ms"],
+                "throughput_bs32": by[p, "student"]["throughput"] / by[p, "teacher"]["throughput"],
+                "peak_memory": by[p, "student"]["peak_memory_mb"] / by[p, "teacher"]["peak_memory_mb"]}
+            for p in dict.fromkeys(r["path"] for r in rows)}
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table with padded columns."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["| " + " | ".join(c.rjust(w) if c[:1].isdigit() else c.ljust(w) for c, w in zip(cells, widths)) + " |"
+             for cells in [header, *rows]]
+    return [lines[0], "|" + "|".join("-" * (w + 2) for w in widths) + "|", *lines[1:]]
+
+
+def markdown(rows: list[dict], ratio: dict, checks: list[dict], args: argparse.Namespace) -> str:
+    """The results table with the ratios, the target and the int8 AUC check, as markdown."""
+    lines = table(["model", "path", "arch", "params", "input", "bs1 median", "bs1 p90", f"bs{args.batch} img/s",
+                   "peak MB inference bs1", f"peak MB train step bs{args.train_batch}"],
+                  [[r["model"], r["path"], r["arch"], f"{r['params'] / 1e6:.1f}M", f"{r['input']} px",
+                    f"{r['latency_bs1_ms']:.1f} ms", f"{r['latency_bs1_p90_ms']:.1f} ms", f"{r['throughput']:.1f}",
+                    _mb(r["peak_memory_mb"]), _mb(r["train_memory_mb"])] for r in rows]
+                  + [["ratio", p, "student / teacher", "", "", f"{q['latency_bs1']:.2f}x", "",
+                      f"{q['throughput_bs32']:.2f}x", f"{q['peak_memory']:.2f}x", ""] for p, q in ratio.items()])
+    lines += ["", f"{args.device}, {args.threads} threads. Latency: {args.runs} runs after {args.warmup} warm-up, "
+              "teacher and student taking turns. Peak memory: each in a fresh process; on the CPU the rise of peak "
+              "resident memory over the process after its imports. Train step: forward, backward, SGD step."]
+    if DEPLOYED in ratio:
+        q = ratio[DEPLOYED]
+        lines.append(f"target ({DEPLOYED}, batch 1): student/teacher latency {q['latency_bs1']:.2f}x "
+                     f"(<= {TARGET_LATENCY_RATIO}: {'yes' if q['latency_bs1'] <= TARGET_LATENCY_RATIO else 'NO'}); "
+                     f"throughput at batch {args.batch} {q['throughput_bs32']:.2f}x the teacher's "
+                     f"(student ahead: {'yes' if q['throughput_bs32'] > 1 else 'NO'})")
+    if checks:
+        lines += ["", f"int8 numerics: val AUC on the val set of {args.check_config}, "
+                  f"|{DEPLOYED} - eager| <= {AUC_TOLERANCE} passes", ""]
+        lines += table(["checkpoint", "arch", "images", "eager fp32", "onnx fp32", DEPLOYED, "abs diff", "ok"],
+                       [[c["weights"], f"skipped: {c['skipped']}", "", "", "", "", "", ""] if "skipped" in c else
+                        [c["weights"], c["arch"], str(c["images"]), *(f"{c['auc'][k]:.4f}" for k in
+                         ("eager", "onnx", DEPLOYED)), f"{c['diff']:.4f}", "yes" if c["ok"] else "NO"] for c in checks])
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch  # noqa: PLC0415
+
+    from .engine import setup_logging  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", help="teacher weights (FFc23.tar, timm state dict or our checkpoint); default random")
+    ap.add_argument("--student", help="student weights (our checkpoint); default random")
+    ap.add_argument("--teacher-arch", default="tf_efficientnet_b4")
+    ap.add_argument("--student-arch", default="mobilevitv2_200")
+    ap.add_argument("--teacher-size", type=int, default=380)
+    ap.add_argument("--student-size", type=int, default=256)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--bf16", action="store_true", help="eager path under bf16 autocast")
+    ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)} "
+                    "(ONNX Runtime paths: CPU only)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (PyTorch and ONNX Runtime)")
+    ap.add_argument("--runs", type=int, default=30, help="timed runs at batch 1")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32, help="batch size of the throughput figure")
+    ap.add_argument("--batch-runs", type=int, default=3, help="timed runs at that batch")
+    ap.add_argument("--train-batch", type=int, default=8, help="batch of the training-step memory figure")
+    ap.add_argument("--check", nargs="*", default=["output/demo_teacher_*/weights/BEST.pth",
+                                                   "output/demo_distill_*/weights/BEST.pth"],
+                    help="checkpoints for the int8 AUC check (none: skip it)")
+    ap.add_argument("--check-config", default="configs/config_demo.json", help="its val set is the AUC check's")
+    ap.add_argument("--out", help="output folder (default output/benchmark_<time>)")
+    args = ap.parse_args(argv)
+    setup_logging()
+    paths = [p.strip() for p in args.paths.split(",")]
+    if unknown := set(paths) - set(PATHS):
+        ap.error(f"unknown path(s) {sorted(unknown)}; choose from {', '.join(PATHS)}")
+    if args.device == "cuda":
+        paths = [p for p in paths if p == "eager"]  # this project's onnxruntime is the CPU package
+    models = {role: resolve(role, arch, size, w) for role, arch, size, w in (
+        ("teacher", args.teacher_arch, args.teacher_size, args.teacher),
+        ("student", args.student_arch, args.student_size, args.student))}
+    out = Path(args.out or f"output/benchmark_{datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = measure(models, paths, args)
+    ratio = ratios(rows)
+    checks = auc_check(args.check, args.check_config, args.threads) if DEPLOYED in paths else []
+    text = markdown(rows, ratio, checks, args)
+    (out / "benchmark.md").write_text(text)
+    settings = {k: v for k, v in vars(args).items() if k not in ("teacher", "student", "out")}
+    (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=ratio, auc_check=checks, settings=settings,
+                                                        models={r: asdict(m) for r, m in models.items()}), indent=2))
+    print(text + f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The deployed path: the exact MobileViTv2 rewrite, ONNX export through ONNX Runtime, int8, and the benchmark."""
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from src import benchmark, export
+from src.deploy import ort_session
+from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
+from src.models import count_params, create_classifier
+from src.synthetic import generate_dataset
+
+STUDENT, TEACHER = "mobilevitv2_050", "test_efficientnet"  # tiny: a MobileViTv2 and an EfficientNet with SE blocks
+
+
+def _random_norms(model: nn.Module) -> nn.Module:
+    """Non-trivial GroupNorm affines and BN affines and statistics, so that every weight the rewrite moves matters."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d)):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("size", [64, 72])  # 72: odd feature maps, which MobileViTv2 interpolates to patch multiples
+def test_fast_mobilevitv2_equals_timm_with_the_same_weights(size):
+    model = _random_norms(create_classifier(STUDENT))
+    fast = fast_mobilevitv2(copy.deepcopy(model))
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert torch.allclose(fast.forward_features(x), features, atol=1e-4 * features.abs().max(), rtol=0)
+        assert torch.allclose(fast(x), model(x), atol=1e-5, rtol=1e-4)
+    blocks = [m for m in fast.modules() if isinstance(m, FastMobileVitV2Block)]
+    assert len(blocks) == 3 and [isinstance(b.conv_proj, nn.Identity) for b in blocks] == [True, True, False]
+    assert count_params(fast) < count_params(model)  # two projections folded into the next stage's 1x1 conv
+
+
+@pytest.fixture(scope="module")
+def teacher_onnx(tmp_path_factory) -> tuple[nn.Module, Path]:
+    """The tiny teacher and its export at 64 px."""
+    model = _random_norms(create_classifier(TEACHER))
+    path = tmp_path_factory.mktemp("onnx") / "teacher.onnx"
+    result = export.export(model, 64, path)
+    assert result["random"] < export.TOLERANCE and result["real"] is None  # no config: no real crops
+    return model, path
+
+
+@pytest.mark.parametrize("arch", [STUDENT, TEACHER])
+def test_onnx_round_trip_matches_pytorch_at_any_batch(arch, teacher_onnx, tmp_path):
+    if arch == TEACHER:
+        model, path = teacher_onnx
+    else:
+        model, path = _random_norms(create_classifier(arch)), tmp_path / "m.onnx"
+        assert export.export(model, 64, path)["random"] < export.TOLERANCE
+    graph = onnx.load(path).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a named, dynamic batch axis
+    assert "ReduceMean" not in {n.op_type for n in graph.node}  # SE and head pools are GlobalAveragePool
+    x = torch.rand(5, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(ort_session(path).run(None, {"x": x.numpy()})[0], expected, atol=1e-4)
+
+
+def test_export_refuses_a_file_that_differs_from_pytorch(teacher_onnx, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "export_onnx", lambda model, size, path: Path(shutil.copy(teacher_onnx[1], path)))
+    with pytest.raises(ValueError, match="differs from PyTorch"):  # another model's file
+        export.export(_random_norms(create_classifier(TEACHER)), 64, tmp_path / "m.onnx")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A generated data root, its config and one of this project's checkpoints (crops at 48 px, model input 40)."""
+    tmp = tmp_path_factory.mktemp("deploy")
+    root = generate_dataset(tmp / "data", videos=6, frames=2, frame_size=(160, 128), face_size=60)
+    config = tmp / "config.json"
+    config.write_text(json.dumps(dict(data_root=str(root), image_size=48, student_image_size=40, num_workers=0)))
+    torch.save({"model": create_classifier(TEACHER).state_dict(), "arch": TEACHER, "epoch": 1, "val_auc": 0.5,
+                "config": {"image_size": 48, "student_image_size": 40}}, tmp / "student.pth")
+    return tmp
+
+
+def test_cli_writes_int8_checked_on_real_crops(demo, tmp_path, capsys):
+    out = tmp_path / "student.onnx"
+    export.main(["--weights", str(demo / "student.pth"), "--format", "onnx-int8", "--out", str(out),
+                 "--config", str(demo / "config.json")])
+    printed = capsys.readouterr().out
+    assert f"(onnx-int8, 48 px, opset {export.OPSET}, dynamic batch)" in printed and "on real val crops" in printed
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(out).graph.node}
+    logits = OrtClassifier(out)(torch.rand(3, 3, 48, 48))  # crops at 48 px: the resize to 40 is in the file
+    assert logits.shape == (3, 2) and torch.isfinite(logits).all()
+
+
+def test_benchmark_prints_every_column_and_writes_rows_and_ratios(demo, tmp_path, capsys):
+    benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student-arch", TEACHER,
+                    "--student-size", "32", "--paths", "eager,onnx-int8", "--runs", "2", "--warmup", "1",
+                    "--batch", "4", "--batch-runs", "1", "--train-batch", "2", "--check", str(demo / "student.pth"),
+                    "--check-config", str(demo / "config.json"), "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    for column in ("params", "input", "bs1 median", "bs1 p90", "bs4 img/s", "peak MB inference bs1",
+                   "peak MB train step bs2"):
+        assert column in printed
+    assert "target (onnx-int8, batch 1): student/teacher latency" in printed and "int8 numerics: val AUC" in printed
+    result = json.loads((tmp_path / "benchmark.json").read_text())
+    assert {(r["model"], r["path"]) for r in result["rows"]} == {(m, p) for m in ("teacher", "student")
+                                                               for p in ("eager", "onnx-int8")}
+    assert all(r["latency_bs1_ms"] > 0 and r["peak_memory_mb"] > 0 for r in result["rows"])
+    assert all(r["train_memory_mb"] > 0 for r in result["rows"] if r["path"] == "eager")
+    assert set(result["ratios"]) == {"eager", "onnx-int8"}
+    assert all(set(q) == {"latency_bs1", "throughput_bs32", "peak_memory"} for q in result["ratios"].values())
+    check = result["auc_check"][0]
+    assert set(check["auc"]) == {"eager", "onnx", "onnx-int8"} and (tmp_path / "benchmark.md").read_text() in printed
