@@ -41,7 +41,7 @@ from . import checkpoint
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos
 from .engine import student_view
-from .faces import (DETECTORS, RETINAFACE_WEIGHTS, Detector, UnreadableMedia, keep_large, list_media, make_detector,
+from .faces import (Detector, UnreadableMedia, add_detector_args, keep_large, list_media, make_detector,
                     read_frames)
 from .models import load_teacher
 from .preprocess import MANIPULATIONS
@@ -361,10 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
     ap.add_argument("--out", help="output folder (default output/evaluate_<dataset>_<time>)")
     ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23", help="ff and dfd only")
-    ap.add_argument("--detector", choices=DETECTORS, default="dlib")
-    ap.add_argument("--retinaface-weights", default=str(RETINAFACE_WEIGHTS),
-                    help="RetinaFace ResNet-50 weights for --detector retinaface (default: %(default)s)")
-    ap.add_argument("--shape-predictor", help="dlib landmark model (default: the 81- or else the 68-point one)")
+    add_detector_args(ap)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--profile", action="store_true", help="print seconds and frames/s of decode, detect, crop, model")
@@ -374,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         items = dataset_items(a.dataset, a.root, a.compression)
         detector = make_detector(a.detector, a.shape_predictor, retinaface_weights=a.retinaface_weights)
         model, size = load_detector_model(a.weights)
-    except (FileNotFoundError, NotImplementedError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")
     out = Path(a.out or f"output/evaluate_{a.dataset}_{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)

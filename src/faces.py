@@ -15,6 +15,7 @@ runs from its local weights file (src/retinaface.py).
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -99,6 +100,15 @@ class DlibDetector:
             box[2:] = retina_from_landmarks(landmarks)[2:]
             faces.append(Face(box, landmarks, float(score)))
         return sorted(faces, key=lambda f: (-f.area, -f.score))
+
+
+def add_detector_args(ap: argparse.ArgumentParser) -> None:
+    """The face-detector options shared by src.preprocess, src.evaluate and src.predict."""
+    ap.add_argument("--detector", choices=DETECTORS, default="dlib")
+    ap.add_argument("--retinaface-weights", default=str(RETINAFACE_WEIGHTS),
+                    help="RetinaFace ResNet-50 weights for --detector retinaface (default: %(default)s)")
+    ap.add_argument("--shape-predictor", help=f"dlib landmark model (default: {PREDICTOR_81} if present, else the "
+                                              f"68-point model)")
 
 
 def make_detector(name: str = "dlib", predictor: str | Path | None = None, upsample: int = 1,

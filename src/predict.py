@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .evaluate import load_detector_model, score_media
-from .faces import DETECTORS, RETINAFACE_WEIGHTS, Detector, UnreadableMedia, make_detector
+from .faces import Detector, UnreadableMedia, add_detector_args, make_detector
 
 
 def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, frames: int = 32,
@@ -60,10 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")
     ap.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
-    ap.add_argument("--detector", choices=DETECTORS, default="dlib")
-    ap.add_argument("--retinaface-weights", default=str(RETINAFACE_WEIGHTS),
-                    help="RetinaFace ResNet-50 weights for --detector retinaface (default: %(default)s)")
-    ap.add_argument("--shape-predictor", help="dlib landmark model (default: the 81- or else the 68-point one)")
+    add_detector_args(ap)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
@@ -74,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         detector = make_detector(a.detector, a.shape_predictor, retinaface_weights=a.retinaface_weights)
         model, size = load_detector_model(a.weights)
-    except (FileNotFoundError, NotImplementedError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")
     device = torch.device(a.device)
     results = predict(a.inputs, detector, model.to(device), size, a.frames, device, a.batch_size)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .faces import DETECTORS, RETINAFACE_WEIGHTS, Detector, UnreadableMedia, frame_count, make_detector, read_frames
+from .faces import Detector, UnreadableMedia, add_detector_args, frame_count, make_detector, read_frames
 
 _logger = logging.getLogger(__name__)
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -134,11 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", required=True, help="FF++ root (holding original_sequences/)")
     ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23")
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
-    ap.add_argument("--detector", choices=DETECTORS, default="dlib")
-    ap.add_argument("--retinaface-weights", default=str(RETINAFACE_WEIGHTS),
-                    help="RetinaFace ResNet-50 weights for --detector retinaface (default: %(default)s)")
-    ap.add_argument("--shape-predictor", help="dlib landmark model (default: weights/shape_predictor_81_face_"
-                                              "landmarks.dat if present, else the 68-point model)")
+    add_detector_args(ap)
     ap.add_argument("--sequences", nargs="+", help="e.g. youtube Deepfakes (default: youtube and the four FF++ "
                                                    "manipulations present)")
     a = ap.parse_args(argv)
@@ -147,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         detector = make_detector(a.detector, a.shape_predictor, retinaface_weights=a.retinaface_weights,
                                  landmarks=True)
         summaries = preprocess(a.root, a.compression, detector, a.frames, a.sequences)
-    except (FileNotFoundError, NotImplementedError) as e:
+    except FileNotFoundError as e:
         ap.exit(2, f"error: {e}\n")
     report(summaries)
 
