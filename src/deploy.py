@@ -19,8 +19,9 @@ from typing import Iterable
 import numpy as np
 import onnxruntime as ort
 
-# SiLU (Sigmoid, Mul) and the residual Adds are quantised too: in float, each would need a dequantise/quantise pair
-INT8_OPS = ("Conv", "MatMul", "Gemm", "Sigmoid", "Mul", "Add", "GlobalAveragePool")
+# SiLU (Sigmoid, Mul) and the residual Adds are quantised too: in float, each would need a dequantise/quantise pair.
+# Relu: its convolution then writes uint8 with Relu's range, instead of a requantised copy.
+INT8_OPS = ("Conv", "MatMul", "Gemm", "Sigmoid", "Mul", "Add", "GlobalAveragePool", "Relu")
 
 
 def quantize_int8(src: str | Path, dst: str | Path, batches: Iterable[np.ndarray]) -> Path:

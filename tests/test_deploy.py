@@ -45,6 +45,21 @@ def test_fast_mobilevitv2_equals_timm_with_the_same_weights(size):
     blocks = [m for m in fast.modules() if isinstance(m, FastMobileVitV2Block)]
     assert len(blocks) == 3 and [isinstance(b.conv_proj, nn.Identity) for b in blocks] == [True, True, False]
     assert count_params(fast) < count_params(model)  # two projections folded into the next stage's 1x1 conv
+    assert not any(isinstance(m, nn.GroupNorm) for m in fast.modules())  # every affine folded into a 1x1 conv
+
+
+def test_exported_student_standardises_without_shape_or_affine_ops(tmp_path):
+    """Each norm is InstanceNormalization between two Reshapes of constant shapes, read only by convolutions."""
+    proto = onnx.load(export.export_onnx(_random_norms(create_classifier(STUDENT)), 64, tmp_path / "s.onnx"))
+    nodes, consumers = list(proto.graph.node), {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    norms = [n for n in nodes if n.op_type == "InstanceNormalization"]
+    assert len(norms) == 21 and not any(n.op_type == "Shape" for n in nodes)  # 2 in each of 9 layers, 1 a block
+    for norm in norms:
+        (reshape,) = consumers[norm.output[0]]
+        assert reshape.op_type == "Reshape" and {n.op_type for n in consumers[reshape.output[0]]} <= {"Conv", "Mul"}
 
 
 @pytest.fixture(scope="module")
