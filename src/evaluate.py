@@ -37,13 +37,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpoint
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos
 from .engine import student_view
 from .faces import (Detector, UnreadableMedia, add_detector_args, keep_large, list_media, make_detector,
                     read_frames)
-from .models import load_teacher
+from .models import teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
 from .sbi import box_crop
 
@@ -210,8 +209,9 @@ def load_detector_model(path: str | Path) -> tuple[nn.Module, int]:
     image_size, then downsized with antialiasing inside the returned model.
     """
     file = resolve_path(str(path), "weights")
-    model = load_teacher(file)  # every supported format, strictly loaded
-    config = checkpoint.load(file).get("config")
+    ckpt = torch_load(file)
+    model = teacher_from_checkpoint(ckpt, file)  # every supported format, strictly loaded
+    config = ckpt.get("config")
     crop, size = TEACHER_SIZE, None
     if isinstance(config, dict):
         crop, size = config["image_size"], config.get("student_image_size")

@@ -141,7 +141,11 @@ def load_teacher(path: str | Path, arch: str = "tf_efficientnet_b4") -> nn.Modul
     wins over `arch`), or a plain timm state dict for `arch`. `path` may be a glob (the newest match is used).
     """
     file = resolve_path(str(path), "teacher_weights")
-    ckpt = torch_load(file)
+    return teacher_from_checkpoint(torch_load(file), file, arch)
+
+
+def teacher_from_checkpoint(ckpt: Any, file: Path, arch: str = "tf_efficientnet_b4") -> nn.Module:
+    """`load_teacher` of a checkpoint already read from `file` (named in messages)."""
     if _is_own_checkpoint(ckpt):
         _logger.info("teacher %s: this project's checkpoint of '%s' (arch argument ignored)", file, ckpt["arch"])
         model = _model_from_checkpoint(ckpt, file)
