@@ -7,18 +7,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from src.engine import Interrupted, fit, prepare_run
+from src.engine import Interrupted, fit, prepare_run, run_parser
 from src.models import build_student, create_classifier, load_checkpoint_model, load_teacher
 
 _logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="JSON config, e.g. configs/config_SBI.json")
-    parser.add_argument("-n", "--name", required=True, help="run name: output/<name>_<timestamp>/")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its weights/last.pth")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser = run_parser(__doc__)
     parser.add_argument("--allow-imagenet-start", action="store_true",
                         help="distil into the ImageNet student without stage 1 (unstable: see the guide)")
     return parser.parse_args(argv)

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import argparse
 
-from src.engine import Interrupted, fit, prepare_run
+from src.engine import Interrupted, fit, prepare_run, run_parser
 from src.models import build_student, create_classifier
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="JSON config, e.g. configs/config_SBI.json")
-    parser.add_argument("-n", "--name", required=True, help="run name: output/<name>_<timestamp>/")
+    parser = run_parser(__doc__)
     parser.add_argument("--model", help="timm architecture to train instead of the config's `model`")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its weights/last.pth")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return parser.parse_args(argv)
 
 

@@ -1,6 +1,7 @@
 """The training engine shared by both stages: one SAM step, one epoch, validation, and the run loop."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import json
@@ -255,6 +256,16 @@ def setup_logging(log_file: Path | None = None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+def run_parser(description: str) -> argparse.ArgumentParser:
+    """The command line both stages share: CONFIG, -n NAME, --resume RUN_DIR, --set KEY=VALUE."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="JSON config, e.g. configs/config_SBI.json")
+    parser.add_argument("-n", "--name", required=True, help="run name: output/<name>_<timestamp>/")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its weights/last.pth")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return parser
 
 
 def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None
