@@ -76,17 +76,18 @@ def build(m: Model) -> nn.Module:
     return network(load_detector_model(m.weights)[0]).eval()
 
 
-def resolve(role: str, arch: str, size: int, weights: str | None) -> Model:
-    """`Model` of a role: from the weights file when given (its own architecture and input size)."""
+def resolve(role: str, arch: str, size: int, weights: str | None) -> tuple[Model, nn.Module]:
+    """(`Model`, its eval-mode network) of a role: from the weights file when given (its own architecture and size)."""
     if weights is None:
-        return Model(role, arch, size)
+        m = Model(role, arch, size)
+        return m, build(m)
     from .config import resolve_path  # noqa: PLC0415
     from .evaluate import load_detector_model  # noqa: PLC0415
 
     file = str(resolve_path(weights, f"{role} weights"))
     model, crop = load_detector_model(file)
-    net = network(model)
-    return Model(role, net.pretrained_cfg["architecture"], crop if net is model else model.size, file)
+    net = network(model).eval()
+    return Model(role, net.pretrained_cfg["architecture"], crop if net is model else model.size, file), net
 
 
 def _rss_mb(field: str) -> float:
@@ -247,20 +248,20 @@ def timings(nets: dict[str, nn.Module], models: dict[str, Model], paths: list[st
     return out
 
 
-def measure(models: dict[str, Model], paths: list[str], args: argparse.Namespace) -> list[dict]:
-    """One row per path and model: params, input, latency at batch 1, throughput at batch N, peak memory."""
+def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[str], args: argparse.Namespace
+            ) -> list[dict]:
+    """One row per path and model (`nets`: their networks): params, input, latency at batch 1, throughput at batch N,
+    peak memory."""
     import torch  # noqa: PLC0415
 
     from .models import count_params  # noqa: PLC0415
 
     torch.set_num_threads(args.threads)
-    nets = {role: build(m) for role, m in models.items()}
     params = {role: count_params(net) for role, net in nets.items()}
     with tempfile.TemporaryDirectory() as tmp:
         onnx = paths != ["eager"]
         files = {p: f for p, f in export_paths(nets, models, Path(tmp)).items() if p in paths} if onnx else {}
         times = timings({r: n.to(args.device) for r, n in nets.items()}, models, paths, files, args)
-        del nets  # the memory probes run next: this process keeps no model
         keys = [(p, role) for p in paths for role in models]
         tasks = [(models[role], p, files.get(p, {}).get(role), args.device, args.bf16, args.train_batch, args.threads)
                  for p, role in keys]
@@ -356,12 +357,13 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"unknown path(s) {sorted(unknown)}; choose from {', '.join(PATHS)}")
     if args.device == "cuda":
         paths = [p for p in paths if p == "eager"]  # this project's onnxruntime is the CPU package
-    models = {role: resolve(role, arch, size, w) for role, arch, size, w in (
+    resolved = {role: resolve(role, arch, size, w) for role, arch, size, w in (
         ("teacher", args.teacher_arch, args.teacher_size, args.teacher),
         ("student", args.student_arch, args.student_size, args.student))}
+    models = {role: m for role, (m, _) in resolved.items()}
     out = Path(args.out or f"output/benchmark_{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
-    rows = measure(models, paths, args)
+    rows = measure(models, {role: net for role, (_, net) in resolved.items()}, paths, args)
     ratio = ratios(rows)
     checks = auc_check(args.check, args.check_config, args.threads) if DEPLOYED in paths else []
     text = markdown(rows, ratio, checks, args)
