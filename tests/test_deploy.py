@@ -14,7 +14,6 @@ from src import benchmark, export
 from src.deploy import ort_session
 from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
 from src.models import count_params, create_classifier
-from src.synthetic import generate_dataset
 
 STUDENT, TEACHER = "mobilevitv2_050", "test_efficientnet"  # tiny: a MobileViTv2 and an EfficientNet with SE blocks
 
@@ -95,12 +94,9 @@ def test_export_refuses_a_file_that_differs_from_pytorch(teacher_onnx, tmp_path,
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tiny_config):
     """A generated data root, its config and one of this project's checkpoints (crops at 48 px, model input 40)."""
-    tmp = tmp_path_factory.mktemp("deploy")
-    root = generate_dataset(tmp / "data", videos=6, frames=2, frame_size=(160, 128), face_size=60)
-    config = tmp / "config.json"
-    config.write_text(json.dumps(dict(data_root=str(root), image_size=48, student_image_size=40, num_workers=0)))
+    tmp = tiny_config("deploy", image_size=48, student_image_size=40, num_workers=0).parent
     torch.save({"model": create_classifier(TEACHER).state_dict(), "arch": TEACHER, "epoch": 1, "val_auc": 0.5,
                 "config": {"image_size": 48, "student_image_size": 40}}, tmp / "student.pth")
     return tmp

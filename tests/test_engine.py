@@ -1,6 +1,5 @@
 """The training engine and both entry scripts, end to end on generated data with tiny models."""
 import csv
-import json
 
 import pytest
 import torch
@@ -13,22 +12,15 @@ from src.config import Config
 from src.dataset import BadSampleTracker
 from src.models import load_teacher
 from src.engine import NonFiniteError, make_optimizer, student_view, train_one_epoch
-from src.synthetic import generate_dataset
 
 TINY = "test_efficientnet"
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
+def config(tiny_config):
     """A config file for 2 quick epochs on 6 generated videos."""
-    tmp = tmp_path_factory.mktemp("engine")
-    root = generate_dataset(tmp / "data", videos=6, frames=2, frame_size=(160, 128), face_size=60)
-    values = dict(data_root=str(root), image_size=48, student_image_size=32, model=TINY, num_workers=0, epoch=2,
-                  batch_size=8, lr=1e-3, optimizer="adamw", output_dir=str(tmp / "output"), keep_top_k=1,
-                  teacher_arch=TINY, min_teacher_auc=0.0)
-    path = tmp / "config.json"
-    path.write_text(json.dumps(values))
-    return path
+    return tiny_config("engine", image_size=48, student_image_size=32, model=TINY, num_workers=0, epoch=2,
+                       batch_size=8, lr=1e-3, optimizer="adamw", keep_top_k=1, teacher_arch=TINY, min_teacher_auc=0.0)
 
 
 def run_dirs(config, name):

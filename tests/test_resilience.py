@@ -1,6 +1,5 @@
 """Scale and resilience: torchrun with gloo on the CPU, SIGINT mid-epoch, precision options, output checks."""
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -18,18 +17,12 @@ from src.dataset import build_dataset
 from src.engine import evaluate, make_loader
 from src.losses import kd_loss
 from src.models import load_checkpoint_model
-from src.synthetic import generate_dataset
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("resilience")
-    root = generate_dataset(tmp / "data", videos=6, frames=2, frame_size=(160, 128), face_size=60)
-    values = dict(data_root=str(root), image_size=48, student_image_size=32, model="test_efficientnet",
-                  num_workers=0, epoch=2, batch_size=4, lr=1e-3, optimizer="adamw", output_dir=str(tmp / "output"))
-    path = tmp / "config.json"
-    path.write_text(json.dumps(values))
-    return path
+def config(tiny_config):
+    return tiny_config("resilience", image_size=48, student_image_size=32, model="test_efficientnet", num_workers=0,
+                       epoch=2, batch_size=4, lr=1e-3, optimizer="adamw")
 
 
 def runs(config, name):
