@@ -38,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import resolve_path
-from .dataset import Stopwatch, split_videos
+from .dataset import Stopwatch, split_videos, video_dir
 from .engine import student_view
 from .faces import (Detector, UnreadableMedia, add_detector_args, keep_large, list_media, make_detector,
                     read_frames)
@@ -112,7 +112,7 @@ def _videos(folder: Path, what: str) -> list[Path]:
 def ff_items(root: Path, compression: str) -> list[Item]:
     """FF++ test split: its 140 real videos and, per manipulation, the 140 fakes of its pairs (a_b and b_a)."""
     pairs = json.loads(_need(root / "test.json", "FF++'s official test split").read_text())
-    reals = [Item(root / "original_sequences/youtube" / compression / "videos" / f"{v}.mp4", 0, "real")
+    reals = [Item(video_dir(root, compression) / "videos" / f"{v}.mp4", 0, "real")
              for v in split_videos(root, "test")]
     fakes = [Item(root / "manipulated_sequences" / m / compression / "videos" / f"{x}_{y}.mp4", 1, m)
              for m in MANIPULATIONS for a, b in pairs for x, y in ((a, b), (b, a))]
