@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import Config
-from .sbi import (BadSample, box_crop, choose_box, hflip, landmark_crop, pair_transform, reorder_forehead,
+from .sbi import (BadSample, augment, box_crop, choose_box, hflip, landmark_crop, pair_transform, reorder_forehead,
                   self_blend, source_transform)
 
 _logger = logging.getLogger(__name__)
@@ -162,8 +162,7 @@ class SBIDataset(Dataset):
             raise BadSample(f"{reason} in {MAX_TRIES} tries")
         watch.lap("blend")
         if self.train:
-            self.pair_aug.set_random_seed(int(rng.integers(2**31)))
-            out = self.pair_aug(image=fake, image1=real)
+            out = augment(self.pair_aug, rng, image=fake, image1=real)
             fake, real = out["image"], out["image1"]
         watch.lap("augment")
         x0, y0, x1, y1 = box_crop(real, box, rng if self.train else None)

@@ -2,9 +2,12 @@
 
 Images are uint8 RGB HWC arrays, landmarks int32 (N, 2) arrays in dlib order (68 or 81 points), face boxes
 (7, 2) arrays in RetinaFace layout: [x0, y0], [x1, y1], then eye, eye, nose, mouth corner, mouth corner.
-Every random choice is drawn from the `rng` passed in, so a sample is reproducible from its seed.
+Every random choice is drawn from the `rng` passed in, so a sample is reproducible from its seed, and each choice is
+drawn independently of the others (albumentations compositions too: see `augment`).
 """
 from __future__ import annotations
+
+import random
 
 import cv2
 import numpy as np
@@ -129,6 +132,43 @@ def face_mask(landmark: np.ndarray, shape: tuple[int, int], mask_type: str) -> n
     return mask
 
 
+def augment(compose: A.Compose, rng: np.random.Generator, **images: np.ndarray) -> dict:
+    """Run `compose` with every decision of every child drawn in turn from one stream seeded by `rng`.
+
+    albumentations 2.x's `set_random_seed(s)` (and `Compose(seed=s)`) gives each child its own generator seeded with
+    the same `s`, so all children draw the same first number: their apply decisions and parameters are coupled.
+    One shared stream per call makes them independent, as albumentations 1.x's global random module did.
+    """
+    seed = int(rng.integers(2**63))
+    compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    return compose(**images)
+
+
+def _shift_lut(shift: float) -> np.ndarray:
+    """albumentations 1.x's uint8 lookup table for adding `shift`: float32 levels + shift, clipped, truncated."""
+    lut = np.arange(256, dtype=np.float32)
+    lut += np.float32(shift)
+    return np.clip(lut, 0, 255).astype(np.uint8)
+
+
+class LegacyRGBShift(A.ImageOnlyTransform):
+    """RGBShift(+-limit) as albumentations 1.x applied it to uint8 images (the released teacher's).
+
+    1.x added the float shift to each level and truncated (floor for the unclipped levels); 2.x truncates the shift
+    first, so a negative shift is one level weaker than 1.x's.
+    """
+
+    def __init__(self, limit: float = 20, p: float = 0.5):
+        super().__init__(p=p)
+        self.limit = limit
+
+    def get_params(self) -> dict:
+        return {"shifts": [self.py_random.uniform(-self.limit, self.limit) for _ in range(3)]}
+
+    def apply(self, img: np.ndarray, shifts: list[float], **params) -> np.ndarray:
+        return cv2.merge([cv2.LUT(c, _shift_lut(s)) for c, s in zip(cv2.split(img), shifts)])
+
+
 class LegacyHueSaturationValue(A.ImageOnlyTransform):
     """HueSaturationValue(+-limit) as albumentations 1.x applied it to uint8 images (the released teacher's).
 
@@ -167,7 +207,7 @@ class RandomDownScale(A.ImageOnlyTransform):
 def source_transform() -> A.Compose:
     """Colour and quality changes that make the blended source differ from the target (section 3.3)."""
     return A.Compose([
-        A.RGBShift((-20, 20), (-20, 20), (-20, 20), p=0.3),
+        LegacyRGBShift(20, p=0.3),
         LegacyHueSaturationValue(0.3, p=1.0),
         A.RandomBrightnessContrast((-0.1, 0.1), (-0.1, 0.1), p=1.0),
         A.OneOf([RandomDownScale(p=1.0), A.Sharpen(alpha=(0.2, 0.5), lightness=(0.5, 1.0), p=1.0)], p=1.0),
@@ -177,7 +217,7 @@ def source_transform() -> A.Compose:
 def pair_transform() -> A.Compose:
     """Train-time photometric augmentation, applied with identical parameters to `image` and `image1` (step 7)."""
     return A.Compose([
-        A.RGBShift((-20, 20), (-20, 20), (-20, 20), p=0.3),
+        LegacyRGBShift(20, p=0.3),
         LegacyHueSaturationValue(0.3, p=0.3),
         A.RandomBrightnessContrast((-0.3, 0.3), (-0.3, 0.3), p=0.3),
         A.ImageCompression(quality_range=(40, 100), p=0.5),
@@ -238,12 +278,11 @@ def self_blend(img: np.ndarray, landmark: np.ndarray, rng: np.random.Generator, 
     kind = str(rng.choice(MASK_TYPES)) if mask_type == "random" else mask_type
     mask = face_mask(landmark, img.shape[:2], kind)
     source_aug = source_aug or source_transform()
-    source_aug.set_random_seed(int(rng.integers(2**31)))
     source = img
     if rng.random() < 0.5:
-        source = source_aug(image=img)["image"]
+        source = augment(source_aug, rng, image=img)["image"]
     else:
-        img = source_aug(image=img)["image"]
+        img = augment(source_aug, rng, image=img)["image"]
     source, mask = random_affine(source, mask, rng)
     mask = elastic(mask, rng)
     soft = blend_mask(mask, rng) * BLEND_RATIOS[rng.integers(len(BLEND_RATIOS))]

@@ -3,8 +3,13 @@ import json
 import logging
 import shutil
 
+from collections import Counter
+from itertools import product
+
 import numpy as np
 import pytest
+
+from draws import assert_binomial, assert_pair_patterns
 
 from src.config import Config
 from src.dataset import (BadSampleTracker, DataQualityError, SBIDataset, collate_pairs, ensure_data, list_frames,
@@ -54,6 +59,40 @@ def test_val_samples_are_fixed_and_train_samples_vary_by_epoch(root):
     assert np.array_equal(first, train[0].fake)
     train.set_epoch(2)
     assert not np.array_equal(first, train[0].fake)
+
+
+class Recorder:
+    """Stands in for a composition of the dataset and keeps what each call applied."""
+
+    def __init__(self, compose):
+        self.compose, self.calls = compose, []
+        compose.save_applied_params = True
+
+    def set_random_state(self, *generators) -> None:
+        self.compose.set_random_state(*generators)
+
+    def __call__(self, **images) -> dict:
+        out = self.compose(**images)
+        self.calls.append(dict(out["applied_transforms"]))
+        return out
+
+
+def test_random_decisions_of_a_train_sample_are_independent(root):
+    ds = SBIDataset(root, "train", 32)
+    ds.pair_aug, ds.source_aug = Recorder(ds.pair_aug), Recorder(ds.source_aug)
+    kinds = []
+    for epoch in range(600 // len(ds) + 1):
+        ds.set_epoch(epoch)
+        kinds += [ds[i].mask_type for i in range(len(ds))]
+    pair, source = ds.pair_aug.calls, ds.source_aug.calls
+    assert len(pair) == len(source) == len(kinds) >= 600  # no bad samples: one blend and one pair augmentation each
+    assert_pair_patterns(pair)
+    jpeg = Counter((k, "ImageCompression" in p) for k, p in zip(kinds, pair))
+    for kind, on in product(("hull", "dfl_full", "extended", "components"), (False, True)):
+        assert_binomial(jpeg[(kind, on)], len(kinds), 0.25 * 0.5)
+    shifts = Counter(("LegacyRGBShift" in s, "LegacyRGBShift" in p) for s, p in zip(source, pair))
+    for a, b in product((False, True), repeat=2):
+        assert_binomial(shifts[(a, b)], len(pair), (0.3 if a else 0.7) * (0.3 if b else 0.7))
 
 
 def test_68_point_landmarks_work_with_one_warning(tmp_path, caplog):

@@ -1,7 +1,14 @@
 """The pure SBI pieces: crops, flip, forehead reorder, masks, blending and what each transform does to pixels."""
+import os
+import subprocess
+import sys
+from collections import Counter
+from itertools import product
+
 import numpy as np
 import pytest
 
+from draws import assert_binomial, assert_pair_patterns, assert_uncorrelated
 from src import sbi
 from src.synthetic import draw_face_sample
 
@@ -124,10 +131,9 @@ def test_pair_transform_uses_identical_parameters():
     real = rng.integers(60, 190, (64, 64, 3), dtype=np.uint8)
     fake = real.copy()
     fake[20:40, 20:40] = 128
-    aug = sbi.pair_transform()
-    for seed in range(30):
-        aug.set_random_seed(seed)
-        out = aug(image=fake, image1=real)
+    aug, draws = sbi.pair_transform(), np.random.default_rng(1)
+    for _ in range(30):
+        out = sbi.augment(aug, draws, image=fake, image1=real)
         same = np.ones((64, 64), bool)
         same[12:52, 12:52] = False  # JPEG blocks touching the changed square (and chroma upsampling) may differ
         assert np.array_equal(out["image"][same], out["image1"][same])
@@ -146,17 +152,40 @@ def test_legacy_hsv_moves_levels_by_at_most_one_step():
     assert np.abs(lowered.astype(int) - roundtrip).max() <= 12 and np.abs(lowered.astype(int) - roundtrip).mean() < 2
 
 
+ALBUMENTATIONS_1_1 = """
+import sys
+import numpy as np
+import albumentations as A
+from albumentations.augmentations import functional as F
+assert A.__version__ == "1.1.0", A.__version__
+d = np.load(sys.argv[1])
+rgb = [F.shift_rgb(img, *s) for img, s in zip(d["images"], d["rgb"])]
+hsv = [F.shift_hsv(img, *s) for img, s in zip(d["images"], d["hsv"])]
+np.savez(sys.argv[2], rgb=np.stack(rgb), hsv=np.stack(hsv))
+"""
+
+
+def test_legacy_shifts_equal_albumentations_1_1(reference_packages, tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 24, 24, 3), dtype=np.uint8)
+    rgb, hsv = rng.uniform(-20, 20, (40, 3)), rng.uniform(-0.3, 0.3, (40, 3))
+    np.savez(tmp_path / "in.npz", images=images, rgb=rgb, hsv=hsv)
+    subprocess.run([sys.executable, "-c", ALBUMENTATIONS_1_1, tmp_path / "in.npz", tmp_path / "out.npz"], check=True,
+                   env={**os.environ, "PYTHONPATH": str(reference_packages)})
+    ref = np.load(tmp_path / "out.npz")
+    for i, img in enumerate(images):
+        assert np.array_equal(sbi.LegacyRGBShift().apply(img, shifts=rgb[i].tolist()), ref["rgb"][i])
+        assert np.array_equal(sbi.LegacyHueSaturationValue().apply(img, shifts=hsv[i].tolist()), ref["hsv"][i])
+
+
 def test_photometric_strengths_match_the_spec():
     import albumentations as A
 
     flat = np.full((16, 16, 3), 100, np.uint8)
-    shifts = A.RGBShift((-20, 20), (-20, 20), (-20, 20), p=1)
-    deltas = []
-    for seed in range(200):
-        shifts.set_random_seed(seed)
-        deltas.append(shifts(image=flat)["image"].astype(int)[0, 0] - 100)
-    deltas = np.array(deltas)
+    shifts, draws = A.Compose([sbi.LegacyRGBShift(20, p=1)]), np.random.default_rng(0)
+    deltas = np.array([sbi.augment(shifts, draws, image=flat)["image"].astype(int)[0, 0] - 100 for _ in range(200)])
     assert np.abs(deltas).max() <= 20 and np.abs(deltas).max() >= 15  # +-20 levels per channel
+    assert sbi.LegacyRGBShift().apply(flat, shifts=[-5.3, 5.3, 0.0])[0, 0].tolist() == [94, 105, 100]  # floor
     rbc = A.RandomBrightnessContrast((-0.3, 0.3), (-0.3, 0.3), p=1)
     assert rbc.apply(flat, alpha=1.3, beta=25.5)[0, 0, 0] == 155  # x * contrast + brightness * 255
     values = []
@@ -189,3 +218,54 @@ def test_affine_moves_within_range():
         ys, xs = np.nonzero(moved)
         assert abs(xs.mean() - 149.5) <= 0.03 * 300 + 1 and abs(ys.mean() - 99.5) <= 0.015 * 200 + 1
         assert 0.9 * 1600 < moved.sum() < 1.12 * 1600
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# joint behaviour of the random draws: every decision independent of the others
+
+
+def applied(compose, n: int, **images) -> list[dict]:
+    """{transform name: params} of each of n runs of `compose` through sbi.augment from one seeded rng."""
+    compose.save_applied_params = True
+    rng = np.random.default_rng(0)
+    return [dict(sbi.augment(compose, rng, **images)["applied_transforms"]) for _ in range(n)]
+
+
+def test_pair_transform_decisions_and_parameters_are_independent():
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    runs = applied(sbi.pair_transform(), 4000, image=img, image1=img)
+    assert_pair_patterns(runs)
+    both = [r for r in runs if "RandomBrightnessContrast" in r and "ImageCompression" in r]
+    assert_uncorrelated([r["RandomBrightnessContrast"]["alpha"] for r in both],
+                        [r["ImageCompression"]["quality"] for r in both])
+    shifted = [r for r in runs if "LegacyRGBShift" in r and "LegacyHueSaturationValue" in r]
+    assert_uncorrelated([r["LegacyRGBShift"]["shifts"][0] for r in shifted],
+                        [r["LegacyHueSaturationValue"]["shifts"][2] for r in shifted])
+    rgb = np.array([r["LegacyRGBShift"]["shifts"] for r in runs if "LegacyRGBShift" in r])
+    assert np.abs(np.corrcoef(rgb.T) - np.eye(3)).max() < 4.5 / np.sqrt(len(rgb))  # the 3 channels differ
+
+
+def test_source_transform_decisions_and_parameters_are_independent():
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    runs = applied(sbi.source_transform(), 4000, image=img)
+    kind = [("RandomDownScale", r["RandomDownScale"]["ratio"]) if "RandomDownScale" in r else ("Sharpen", 0)
+            for r in runs]
+    counts = Counter(("LegacyRGBShift" in r, k) for r, k in zip(runs, kind))
+    for shift, (k, p_kind) in product((False, True), ((("RandomDownScale", 2), .25), (("RandomDownScale", 4), .25),
+                                                       (("Sharpen", 0), .5))):
+        assert_binomial(counts[(shift, k)], len(runs), (0.3 if shift else 0.7) * p_kind)
+    contrast = [r["RandomBrightnessContrast"]["alpha"] for r in runs]
+    assert_uncorrelated(contrast, [float("LegacyRGBShift" in r) for r in runs])
+    assert_uncorrelated(contrast, [r["LegacyHueSaturationValue"]["shifts"][2] for r in runs])
+    assert_uncorrelated(contrast, [float(k[0] == "Sharpen") for k in kind])
+    sharp = [r for r in runs if "Sharpen" in r]
+    assert_uncorrelated([r["RandomBrightnessContrast"]["beta"] for r in sharp], [r["Sharpen"]["alpha"] for r in sharp])
+
+
+def test_augment_is_reproducible_from_the_sample_rng():
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    aug = sbi.source_transform()
+    first = [sbi.augment(aug, np.random.default_rng(seed), image=img)["image"] for seed in range(20)]
+    again = [sbi.augment(aug, np.random.default_rng(seed), image=img)["image"] for seed in range(20)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert len({a.tobytes() for a in first}) == 20
