@@ -151,7 +151,18 @@ def _shift_lut(shift: float) -> np.ndarray:
     return np.clip(lut, 0, 255).astype(np.uint8)
 
 
-class LegacyRGBShift(A.ImageOnlyTransform):
+class _ChannelShifts(A.ImageOnlyTransform):
+    """Three shifts U(-limit, limit), one per channel, drawn in turn as albumentations 1.x drew them."""
+
+    def __init__(self, limit: float, p: float = 0.5):
+        super().__init__(p=p)
+        self.limit = limit
+
+    def get_params(self) -> dict:
+        return {"shifts": [self.py_random.uniform(-self.limit, self.limit) for _ in range(3)]}
+
+
+class LegacyRGBShift(_ChannelShifts):
     """RGBShift(+-limit) as albumentations 1.x applied it to uint8 images (the released teacher's).
 
     1.x added the float shift to each level and truncated (floor for the unclipped levels); 2.x truncates the shift
@@ -159,17 +170,13 @@ class LegacyRGBShift(A.ImageOnlyTransform):
     """
 
     def __init__(self, limit: float = 20, p: float = 0.5):
-        super().__init__(p=p)
-        self.limit = limit
-
-    def get_params(self) -> dict:
-        return {"shifts": [self.py_random.uniform(-self.limit, self.limit) for _ in range(3)]}
+        super().__init__(limit, p)
 
     def apply(self, img: np.ndarray, shifts: list[float], **params) -> np.ndarray:
         return cv2.merge([cv2.LUT(c, _shift_lut(s)) for c, s in zip(cv2.split(img), shifts)])
 
 
-class LegacyHueSaturationValue(A.ImageOnlyTransform):
+class LegacyHueSaturationValue(_ChannelShifts):
     """HueSaturationValue(+-limit) as albumentations 1.x applied it to uint8 images (the released teacher's).
 
     1.x shifted H, S and V through an integer lookup table with truncation, so a shift in (-1, 0) lowers a level
@@ -178,11 +185,7 @@ class LegacyHueSaturationValue(A.ImageOnlyTransform):
     """
 
     def __init__(self, limit: float = 0.3, p: float = 0.5):
-        super().__init__(p=p)
-        self.limit = limit
-
-    def get_params(self) -> dict:
-        return {"shifts": [self.py_random.uniform(-self.limit, self.limit) for _ in range(3)]}
+        super().__init__(limit, p)
 
     def apply(self, img: np.ndarray, shifts: list[float], **params) -> np.ndarray:
         hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
