@@ -85,7 +85,7 @@ def resolve(role: str, arch: str, size: int, weights: str | None) -> tuple[Model
     from .evaluate import load_detector_model  # noqa: PLC0415
 
     file = str(resolve_path(weights, f"{role} weights"))
-    model, crop = load_detector_model(file)
+    model, crop, _ = load_detector_model(file)
     net = network(model).eval()
     return Model(role, net.pretrained_cfg["architecture"], crop if net is model else model.size, file), net
 
@@ -205,7 +205,7 @@ def auc_check(weights: list[str], config: str, threads: int) -> list[dict]:
         except FileNotFoundError:
             out.append(dict(weights=pattern, skipped="no file matches (python -m src.demo makes the demo's)"))
             continue
-        model, crop = load_detector_model(file)
+        model, crop, _ = load_detector_model(file)
         cfg = load_config(config, [f"image_size={crop}", "num_workers=0"])
         calibration = real_crops(cfg, "train", CALIBRATION_PAIRS, crop)
         if calibration is None:

@@ -34,7 +34,7 @@ def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 
 @dataclass
 class Config:
-    # --- data (SBI_REFERENCE.md sections 1-3) ---
+    # --- data (the SBI recipe) ---
     data_root: str = "data/FaceForensics++"
     compression: str = field(default="c23", metadata=_choice("raw", "c23", "c40"))
     synthetic_data: bool = False  # generate the data root with src.synthetic when it is missing
@@ -44,6 +44,7 @@ class Config:
     frames_per_video: int = field(default=8, metadata=_range(1, 1000))
     mask_type: str = field(default="random", metadata=_choice("random", "hull", "dfl_full", "extended", "components"))
     max_bad_fraction: float = field(default=0.01, metadata=_range(0.0, 1.0))
+    faces: Optional[dict] = None  # recorded by training: data_root's faces.json (the detector that made the data)
     num_workers: int = field(default=4, metadata=_range(0, 256))
     # --- models ---
     model: str = "mobilevitv2_200"  # the student (or any timm classifier trained by train_student_only.py)
@@ -68,7 +69,7 @@ class Config:
     keep_top_k: int = field(default=5, metadata=_range(1, 1000))
     amp: Optional[str] = field(default=None, metadata=_choice("bf16"))  # bf16 autocast on CUDA; None: float32
     channels_last: bool = False
-    # --- distillation (PIPELINE_DESIGN.txt) ---
+    # --- distillation (the progressive schedule: src/schedule.py) ---
     temperature: float = field(default=3.0, metadata=_range(0.0, 100.0, lo_open=True))
     alpha_start: float = field(default=0.95, metadata=_range(0.0, 1.0))
     alpha_end: float = field(default=0.5, metadata=_range(0.0, 1.0))

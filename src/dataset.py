@@ -1,4 +1,4 @@
-"""The SBI dataset: real FF++ frames in, (real, self-blended fake) pairs out (SBI_REFERENCE.md sections 1-3)."""
+"""The SBI dataset: real FF++ frames in, (real, self-blended fake) pairs out."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import Config
+from .faces import read_face_source
 from .sbi import (BadSample, augment, box_crop, choose_box, hflip, landmark_crop, pair_transform, reorder_forehead,
                   self_blend, source_transform)
 
@@ -116,6 +117,7 @@ class SBIDataset(Dataset):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not '{split}'")
         self.frames = list_frames(root, split, compression, frames_per_video)
+        self.faces = read_face_source(video_dir(root, compression))  # which detector and landmarks made the data
         self.train, self.image_size, self.mask_type, self.seed, self.epoch = split == "train", image_size, mask_type, seed, 0
         self.source_aug, self.pair_aug = source_transform(), pair_transform()
         self.profile = None  # a defaultdict(float) here collects seconds per stage (src.bench_data)

@@ -304,10 +304,14 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
         except OSError as e:
             raise OSError(f"cannot write to the output folder {run_dir} ({e}); free disk space or set output_dir "
                           f"to a writable folder") from None
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))  # on resume: with its --set
+        write_config(run_dir, cfg)  # on resume: with its --set
         setup_logging(run_dir / "train.log")
         _logger.info("run folder: %s%s", run_dir, f" ({d.world} processes)" if d.world > 1 else "")
     return cfg, run_dir, state, d
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
 
 def _log_epoch(run_dir: Path, row: dict) -> None:
@@ -359,6 +363,9 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mod
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     raw = model.to(device, memory_format=memory)
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    cfg.faces = train_set.faces  # config.json and every checkpoint say which detector made the training data
+    if d.is_main:
+        write_config(run_dir, cfg)
     _logger.info("data: %d train frames, %d val frames; %s at %d px (crops at %d px)", len(train_set), len(val_set),
                  arch, cfg.student_size, cfg.image_size)
     if len(train_set) < cfg.batch_size // 2:

@@ -1,11 +1,13 @@
-"""Video-level evaluation of any checkpoint on the standard deepfake test sets (SBI_REFERENCE.md section 6).
+"""Video-level evaluation of any checkpoint on the standard deepfake test sets, with the SBI test protocol.
 
     python -m src.evaluate --weights weights/FFc23.tar --dataset cdf --root data/Celeb-DF-v2 [--frames 32] [--out DIR]
 
-Per video: `frames` frames at linspace, faces detected, faces below half the largest one's area dropped, each
-cropped with the test margins (w/8, h/8 per side), resized to the model's input and scored; frame score = max over
-faces, video score = mean over frames with a face. A video without any face scores 0.5 and is listed. Writes
-results.json and videos.csv to `--out` (default output/evaluate_<dataset>_<time>/) and prints a table.
+Per video: `frames` frames at linspace(0, n - 1, frames) rounded down, faces detected (by default with the detector
+that made the model's training data: RetinaFace at 2048 px for FFc23.tar, as published), faces below half the
+largest one's area dropped, each cropped with the test margins (w/8, h/8 per side), resized to the model's input and
+scored; frame score = max over faces, video score = mean over frames with a face. A video without any face scores
+0.5 and is listed; a face whose box cannot be cropped is skipped and counted (bad_faces). Writes results.json and
+videos.csv to `--out` (default output/evaluate_<dataset>_<time>/) and prints a table.
 
 Dataset layouts (`--root`):
     ff      FF++ root: test.json, original_sequences/youtube/<c>/videos/<id>.mp4 (real) and
@@ -40,11 +42,11 @@ from tqdm import tqdm
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
 from .engine import student_view
-from .faces import (Detector, UnreadableMedia, add_detector_args, keep_large, list_media, make_detector,
-                    read_frames)
+from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector, is_image,
+                    keep_large, list_media, make_detector, read_frames)
 from .models import teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
-from .sbi import box_crop
+from .sbi import BadSample, box_crop
 
 _logger = logging.getLogger(__name__)
 TEACHER_SIZE = 380  # input size of the SBI EfficientNet-B4 (FFc23.tar) and of plain timm state dicts
@@ -68,6 +70,7 @@ class FaceScore:
 class MediaScores:
     faces: list[FaceScore]
     n_frames: int  # frames decoded
+    bad_faces: int = 0  # faces skipped because their box cannot be cropped (degenerate, outside the frame)
 
     def frame_scores(self) -> dict[int, float]:
         """Frame index -> max fake probability over its faces (frames with a face only)."""
@@ -202,8 +205,15 @@ class StudentInput(nn.Module):
         return self.model(student_view(x, self.size))
 
 
-def load_detector_model(path: str | Path) -> tuple[nn.Module, int]:
-    """(frozen eval model, face crop size) from FFc23.tar (380), a timm state dict (380) or one of our checkpoints.
+class DetectorModel(NamedTuple):
+    model: nn.Module  # frozen, eval mode
+    crop: int  # face crop size
+    faces: dict  # the faces.json of its training data: which detector and landmark model made it
+
+
+def load_detector_model(path: str | Path) -> DetectorModel:
+    """The model of FFc23.tar (380), a timm state dict (380) or one of our checkpoints, with its crop size and the
+    face source of its training data (the SBI reference's for FFc23.tar and plain state dicts).
 
     A student trained at student_image_size sees what it saw in training and validation: the crop resized to
     image_size, then downsized with antialiasing inside the returned model.
@@ -212,13 +222,17 @@ def load_detector_model(path: str | Path) -> tuple[nn.Module, int]:
     ckpt = torch_load(file)
     model = teacher_from_checkpoint(ckpt, file)  # every supported format, strictly loaded
     config = ckpt.get("config")
-    crop, size = TEACHER_SIZE, None
+    crop, size, faces = TEACHER_SIZE, None, dict(REFERENCE_FACES)
     if isinstance(config, dict):
         crop, size = config["image_size"], config.get("student_image_size")
+        if config.get("faces"):
+            faces = config["faces"]
+        else:
+            _logger.info("%s does not record its training data's face detector: assuming the SBI reference's", file)
     if size and size != crop:
         model = StudentInput(model, size).eval()
     _logger.info("model %s: face crops at %d px%s", file, crop, f", model input {size} px" if size else "")
-    return model, int(crop)
+    return DetectorModel(model, int(crop), faces)
 
 
 @torch.no_grad()
@@ -236,21 +250,29 @@ def fake_probabilities(model: nn.Module, crops: list[np.ndarray], device: str | 
 def score_media(path: str | Path, detector: Detector, model: nn.Module, size: int, frames: int = 32,
                 device: str | torch.device = "cpu", batch_size: int = 32,
                 timer: dict | None = None) -> MediaScores:
-    """Every kept face of `frames` frames of a video (or of an image) with its fake probability."""
-    watch, crops, where, n_frames = Stopwatch(timer), [], [], 0
+    """Every kept face of `frames` frames of a video (or of an image) with its fake probability.
+
+    A face whose box cannot be cropped (degenerate, outside the frame) is skipped and counted.
+    """
+    watch, crops, where, n_frames, bad = Stopwatch(timer), [], [], 0, 0
     for index, rgb in read_frames(path, frames):
         n_frames += 1
         watch.lap("decode")
-        faces = keep_large(detector.detect(rgb))
+        faces = keep_large(detector.detect(rgb, image=is_image(path)))
         watch.lap("detect")
         for face in faces:
-            x0, y0, x1, y1 = box_crop(rgb, face.box, None)  # the val/test margins
+            try:
+                x0, y0, x1, y1 = box_crop(rgb, face.box, None)  # the val/test margins
+            except BadSample as e:
+                _logger.warning("%s, frame %d: face skipped (%s)", path, index, e)
+                bad += 1
+                continue
             crops.append(cv2.resize(rgb[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR))
             where.append((index, face.box[:2].reshape(-1).tolist()))
         watch.lap("crop")
     scores = fake_probabilities(model, crops, device, batch_size)
     watch.lap("model")
-    return MediaScores([FaceScore(i, box, s) for (i, box), s in zip(where, scores, strict=True)], n_frames)
+    return MediaScores([FaceScore(i, box, s) for (i, box), s in zip(where, scores, strict=True)], n_frames, bad)
 
 
 def evaluate_items(items: Iterable[Item], detector: Detector, model: nn.Module, size: int, frames: int = 32,
@@ -299,6 +321,7 @@ def summarize(results: list[VideoResult]) -> dict:
         frame_auc = metrics(*zip(*frames, strict=True))["auc"] if frames else None
         return dict(video_auc=video["auc"], frame_auc=frame_auc, ap=video["ap"], eer=video["eer"], acc=video["acc"],
                     n_videos=len(rs), n_frames=len(frames),
+                    bad_faces=sum(r.scores.bad_faces for r in rs if r.scores),
                     no_face_videos=[str(r.item.path) for r in rs if r.scores and r.scores.score() is None],
                     unreadable_videos=[str(r.item.path) for r in rs if r.scores is None])
 
@@ -316,11 +339,13 @@ def write_outputs(out: Path, summary: dict, results: list[VideoResult]) -> None:
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     with open(out / "videos.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "group", "score", "frames_read", "frames_with_face", "faces", "error"])
+        w.writerow(["path", "label", "group", "score", "frames_read", "frames_with_face", "faces", "bad_faces",
+                    "error"])
         for r in results:
             s = r.scores
             w.writerow([r.item.path, r.item.label, r.item.group, f"{r.score:.6f}", s.n_frames if s else 0,
-                        len(s.frame_scores()) if s else 0, len(s.faces) if s else 0, r.error])
+                        len(s.frame_scores()) if s else 0, len(s.faces) if s else 0, s.bad_faces if s else 0,
+                        r.error])
 
 
 def _fmt(value: float | None) -> str:
@@ -361,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
     ap.add_argument("--out", help="output folder (default output/evaluate_<dataset>_<time>)")
     ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23", help="ff and dfd only")
-    add_detector_args(ap)
+    add_detector_args(ap, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--profile", action="store_true", help="print seconds and frames/s of decode, detect, crop, model")
@@ -369,8 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     try:
         items = dataset_items(a.dataset, a.root, a.compression)
-        detector = make_detector(a.detector, a.shape_predictor, retinaface_weights=a.retinaface_weights)
-        model, size = load_detector_model(a.weights)
+        model, size, faces = load_detector_model(a.weights)
+        detector_name = choose_detector(a.detector, faces)
+        detector = make_detector(detector_name, a.shape_predictor, retinaface_weights=a.retinaface_weights,
+                                 device=a.device)
     except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")
     out = Path(a.out or f"output/evaluate_{a.dataset}_{datetime.now():%Y%m%d-%H%M%S}")
@@ -382,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     timer = defaultdict(float) if a.profile else None
     results = evaluate_items(items, detector, model.to(device), size, a.frames, device, a.batch_size, timer)
     summary = {"dataset": a.dataset, "root": str(a.root), "weights": str(a.weights), "frames": a.frames,
-               **summarize(results)}
+               "detector": detector.describe(), "training_faces": faces, **summarize(results)}
     write_outputs(out, summary, results)
     print_table(summary)
     if timer is not None:

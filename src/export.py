@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     setup_logging()
     try:
-        model, size = load_detector_model(a.weights)
+        model, size, _ = load_detector_model(a.weights)
         cfg = load_config(a.config, [f"image_size={size}"])
         weights = resolve_path(a.weights, "weights")
         out = a.out or weights.with_name(weights.stem + (".onnx" if a.format == "onnx" else "_int8.onnx"))

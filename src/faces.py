@@ -1,22 +1,27 @@
 """Faces from images and videos: frame sampling, face detection with landmarks, and the test-time face filter.
 
 A detector maps one RGB uint8 frame to a list of `Face`, largest first. Boxes use the RetinaFace layout of the
-SBI data (SBI_REFERENCE.md section 1): a (7, 2) float32 array of [x0, y0], [x1, y1], then the centres of the
+SBI data (src/preprocess.py): a (7, 2) float32 array of [x0, y0], [x1, y1], then the centres of the
 image-left and image-right eye, the nose tip and the image-left and image-right mouth corner.
 
-The dlib detector (the default) is the frontal HOG detector built into the `dlib-bin` wheel plus a shape
-predictor file: the 81-point model (68 iBUG points + 13 forehead points) from the public
-'shape_predictor_81_face_landmarks' repository when it is at `weights/shape_predictor_81_face_landmarks.dat`,
-otherwise the 68-point model shipped by the `face-recognition-models` package. Its box is dlib's rectangle, whose
-five keypoints are derived from the landmarks (eye centres 36-41 and 42-47, nose tip 30, mouth corners 48 and 54).
-dlib's rectangle is tighter than a RetinaFace box (brows to chin rather than forehead to chin), so test crops
-are smaller than the published protocol's: the published AUCs assume RetinaFace, which `--detector retinaface`
-runs from its local weights file (src/retinaface.py).
+Two detectors. RetinaFace (src/retinaface.py, from its local weights file) is the published protocol's: its boxes
+are the ones the SBI teacher was trained and tested on. dlib's frontal HOG detector (built into the `dlib-bin`
+wheel) needs no weights file; its rectangle is tighter (brows to chin rather than forehead to chin), so its test
+crops are smaller and its AUCs differ from the published ones. Its five keypoints are derived from the landmarks
+(eye centres 36-41 and 42-47, nose tip 30, mouth corners 48 and 54).
+
+Landmarks come from a dlib shape predictor file: the 81-point model (68 iBUG points + 13 forehead points) from the
+public 'shape_predictor_81_face_landmarks' repository when it is at `weights/shape_predictor_81_face_landmarks.dat`,
+otherwise the 68-point model shipped by the `face-recognition-models` package.
+
+A preprocessed folder records which detector and landmark model made it in `faces.json` beside its frames/
+(`write_face_source`); training copies it into every checkpoint, and evaluation defaults to the same detector.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +30,7 @@ from typing import Iterator, Protocol
 import cv2
 import numpy as np
 
-from .synthetic import retina_from_landmarks
+from .sbi import retina_from_landmarks
 
 _logger = logging.getLogger(__name__)
 
@@ -33,7 +38,13 @@ DETECTORS = ("dlib", "retinaface")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 PREDICTOR_81 = Path("weights/shape_predictor_81_face_landmarks.dat")
-RETINAFACE_WEIGHTS = Path("weights/retinaface_resnet50_2020-07-20.zip")
+# The release's own file name first, then the .pth inside it (and that name zipped again)
+RETINAFACE_FILES = tuple(Path("weights") / f"retinaface_resnet50_2020-07-20{s}" for s in ("-f168fae3c.zip", ".pth", ".zip"))
+FACES_FILE = "faces.json"  # beside frames/: the detector and landmark model that made a preprocessed folder
+# What a folder without FACES_FILE holds: the SBI reference's preprocessing (RetinaFace boxes, dlib 81 points)
+REFERENCE_FACES = dict(detector="retinaface", max_size=2048, landmarks=PREDICTOR_81.name, landmark_points=81)
+DETECTOR_FOR_DATA = {"retinaface": "retinaface", "dlib": "dlib", "synthetic": "dlib"}  # test-time detector
+_REPORTED: set[str] = set()  # folders without FACES_FILE already logged
 SEEK_GAP = 48  # frames: a wanted frame further ahead than this is reached by seeking, nearer ones by grab()
 
 
@@ -54,8 +65,14 @@ class UnreadableMedia(OSError):
 
 
 class Detector(Protocol):
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        """Faces of one RGB uint8 frame, largest first."""
+    def detect(self, rgb: np.ndarray, image: bool = False) -> list[Face]:
+        """Faces of one RGB uint8 frame, largest first (`image`: a single photo rather than a video frame)."""
+
+    def detect_frames(self, frames: list[np.ndarray]) -> list[list[Face]]:
+        """Faces of each of a video's frames (one size), largest first."""
+
+    def describe(self) -> dict:
+        """What a faces.json records of this detector."""
 
 
 def default_predictor() -> Path:
@@ -86,9 +103,15 @@ class DlibDetector:
                                     f"'shape_predictor_81_face_landmarks' repository, the 68-point model with "
                                     f"`pip install face-recognition-models`")
         self.detector, self.predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
-        self.upsample = upsample
+        self.upsample, self.predictor_file = upsample, path.name
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
+    def describe(self) -> dict:
+        return dict(detector="dlib", landmarks=self.predictor_file, landmark_points=self.predictor.num_parts)
+
+    def detect_frames(self, frames: list[np.ndarray]) -> list[list[Face]]:
+        return [self.detect(rgb) for rgb in frames]
+
+    def detect(self, rgb: np.ndarray, image: bool = False) -> list[Face]:
         """Faces of one RGB uint8 frame, largest first (ties: higher score first)."""
         h, w = rgb.shape[:2]
         rects, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
@@ -102,29 +125,91 @@ class DlibDetector:
         return sorted(faces, key=lambda f: (-f.area, -f.score))
 
 
-def add_detector_args(ap: argparse.ArgumentParser) -> None:
+class RetinaFaceDetector:
+    """The protocol's RetinaFace boxes and 5 keypoints (no landmarks): `max_size` 2048 for video frames, a photo's
+    own longest side for single photos; frames go through the network `batch_size` at a time."""
+
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 1):
+        from .retinaface import VIDEO_MAX_SIZE, RetinaFacePredictor  # noqa: PLC0415 (torchvision only when asked for)
+
+        self.predict = RetinaFacePredictor(find_retinaface_weights(weights), device=device)
+        self.max_size, self.batch_size = VIDEO_MAX_SIZE, batch_size
+
+    def describe(self) -> dict:
+        return dict(detector="retinaface", max_size=self.max_size)
+
+    def detect(self, rgb: np.ndarray, image: bool = False) -> list[Face]:
+        return self._faces(*self.predict([rgb], None if image else self.max_size)[0])
+
+    def detect_frames(self, frames: list[np.ndarray]) -> list[list[Face]]:
+        return [self._faces(*found) for i in range(0, len(frames), self.batch_size)
+                for found in self.predict(frames[i:i + self.batch_size], self.max_size)]
+
+    @staticmethod
+    def _faces(boxes: np.ndarray, scores: np.ndarray) -> list[Face]:
+        faces = [Face(box.astype(np.float32), None, float(score)) for box, score in zip(boxes, scores)]
+        return sorted(faces, key=lambda f: -f.area)  # the reference's order: largest box first
+
+
+def add_detector_args(ap: argparse.ArgumentParser, default: str | None = "retinaface") -> None:
     """The face-detector options shared by src.preprocess, src.evaluate and src.predict."""
-    ap.add_argument("--detector", choices=DETECTORS, default="dlib")
-    ap.add_argument("--retinaface-weights", default=str(RETINAFACE_WEIGHTS),
-                    help="RetinaFace ResNet-50 weights for --detector retinaface (default: %(default)s)")
+    ap.add_argument("--detector", choices=DETECTORS, default=default,
+                    help="face boxes: retinaface (the published protocol's) or dlib (no weights file; tighter boxes, "
+                         "so AUCs differ from the published ones)" + (f" (default: {default})" if default else
+                         " (default: the detector that made the checkpoint's training data)"))
+    ap.add_argument("--retinaface-weights", help=f"RetinaFace ResNet-50 weights, the release's .zip or the .pth inside "
+                                                 f"it (default: the first of {', '.join(map(str, RETINAFACE_FILES))})")
     ap.add_argument("--shape-predictor", help=f"dlib landmark model (default: {PREDICTOR_81} if present, else the "
                                               f"68-point model)")
 
 
-def make_detector(name: str = "dlib", predictor: str | Path | None = None, upsample: int = 1,
-                  retinaface_weights: str | Path = RETINAFACE_WEIGHTS, landmarks: bool = False) -> Detector:
-    """The detector called `name`; a missing model file is an error that names it and where to get it.
+def find_retinaface_weights(path: str | Path | None = None) -> Path:
+    """`path`, or the first of RETINAFACE_FILES that exists (the release's name when none does, for the error)."""
+    if path is not None:
+        return Path(path)
+    return next((p for p in RETINAFACE_FILES if p.is_file()), RETINAFACE_FILES[0])
 
-    RetinaFace gives boxes and 5 keypoints; with `landmarks` (preprocessing) dlib's landmarks are attached to the
-    RetinaFace box they overlap, as the SBI reference's preprocessing combined the two.
-    """
+
+def make_detector(name: str = "retinaface", predictor: str | Path | None = None, upsample: int = 1,
+                  retinaface_weights: str | Path | None = None, device: str = "cpu") -> Detector:
+    """The detector called `name`; a missing model file is an error that names it and where to get it."""
     if name == "dlib":
         return DlibDetector(predictor, upsample)
     if name == "retinaface":
-        from .retinaface import RetinaFaceDetector  # noqa: PLC0415 (torchvision's ResNet only when asked for)
-
-        return RetinaFaceDetector(retinaface_weights, DlibDetector(predictor, upsample) if landmarks else None)
+        return RetinaFaceDetector(retinaface_weights, device, batch_size=8 if str(device).startswith("cuda") else 1)
     raise ValueError(f"unknown face detector '{name}'; choose one of {DETECTORS}")
+
+
+def read_face_source(folder: str | Path) -> dict:
+    """The faces.json of a preprocessed folder; a folder without one was made by the SBI reference's code."""
+    path = Path(folder) / FACES_FILE
+    if not path.is_file():
+        if str(folder) in _REPORTED:
+            return dict(REFERENCE_FACES)
+        _REPORTED.add(str(folder))
+        _logger.info("%s has no %s: read as the SBI reference's preprocessing (RetinaFace boxes, dlib 81-point "
+                     "landmarks)", folder, FACES_FILE)
+        return dict(REFERENCE_FACES)
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); re-run src.preprocess or delete it") from None
+    if info.get("detector") not in DETECTOR_FOR_DATA:
+        raise ValueError(f"{path}: unknown detector {info.get('detector')!r}; expected one of {list(DETECTOR_FOR_DATA)}")
+    return info
+
+
+def choose_detector(requested: str | None, faces: dict) -> str:
+    """`requested`, or the detector that made the model's training data (`faces`); another one is warned about."""
+    trained = DETECTOR_FOR_DATA[faces["detector"]]
+    if requested is None:
+        _logger.info("face detector: %s, as the model's training data (%s)", trained, faces["detector"])
+        return trained
+    if requested != trained:
+        _logger.warning("face detector %s, but the model's training data was made with %s: its boxes, and so the "
+                        "crops, differ from training's, which moves the scores and AUCs (drop --detector to use %s)",
+                        requested, faces["detector"], trained)
+    return requested
 
 
 def keep_large(faces: list[Face], ratio: float = 0.5) -> list[Face]:
@@ -136,8 +221,9 @@ def keep_large(faces: list[Face], ratio: float = 0.5) -> list[Face]:
 
 
 def frame_indices(n_frames: int, count: int) -> list[int]:
-    """`count` frame indices round(linspace(0, n - 1, count)), without repeats when the video is shorter."""
-    return sorted({int(round(i)) for i in np.linspace(0, n_frames - 1, count)}) if n_frames > 0 else []
+    """`count` frame indices linspace(0, n - 1, count) rounded down, as the reference samples them, without repeats
+    when the video is shorter."""
+    return sorted(set(np.linspace(0, n_frames - 1, count, dtype=int).tolist())) if n_frames > 0 else []
 
 
 def is_image(path: str | Path) -> bool:

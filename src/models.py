@@ -1,7 +1,7 @@
 """Model construction and weight loading: the student, the frozen teacher and this project's checkpoints.
 
 Every load is strict and checked: a model whose weights silently failed to load is the worst failure of this
-pipeline (SBI_REFERENCE.md section 5). Files are read with `torch.load(..., weights_only=True)` only.
+pipeline. Files are read with `torch.load(..., weights_only=True)` only.
 
 Input convention for every model here: RGB in [0, 1] with no mean/std normalisation (the SBI convention).
 """

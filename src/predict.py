@@ -2,7 +2,7 @@
 
     python -m src.predict --weights weights/FFc23.tar photo.jpg clip.mp4 [--json] [--frames 32]
 
-A video is scored as in evaluation (SBI_REFERENCE.md section 6): frame score = max over its faces, overall =
+A video is scored as in evaluation (src/evaluate.py, the SBI test protocol): frame score = max over its faces, overall =
 mean over frames with a face; an image is one frame. An input without any face has no fake probability (null).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .evaluate import load_detector_model, score_media
-from .faces import Detector, UnreadableMedia, add_detector_args, make_detector
+from .faces import Detector, UnreadableMedia, add_detector_args, choose_detector, make_detector
 
 
 def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, frames: int = 32,
@@ -27,9 +27,9 @@ def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, f
         try:
             s = score_media(path, detector, model, size, frames, device, batch_size)
         except UnreadableMedia as e:
-            out.append(dict(input=path, fake_probability=None, frames=0, faces=[], error=str(e)))
+            out.append(dict(input=path, fake_probability=None, frames=0, bad_faces=0, faces=[], error=str(e)))
             continue
-        out.append(dict(input=path, fake_probability=s.score(), frames=s.n_frames,
+        out.append(dict(input=path, fake_probability=s.score(), frames=s.n_frames, bad_faces=s.bad_faces,
                         faces=[dict(frame=f.frame, box=f.box, fake_probability=f.score) for f in s.faces], error=None))
     return out
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")
     ap.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
-    add_detector_args(ap)
+    add_detector_args(ap, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         ap.exit(2, f"error: no such file: {', '.join(missing)}\n")
     try:
-        detector = make_detector(a.detector, a.shape_predictor, retinaface_weights=a.retinaface_weights)
-        model, size = load_detector_model(a.weights)
+        model, size, faces = load_detector_model(a.weights)
+        detector = make_detector(choose_detector(a.detector, faces), a.shape_predictor,
+                                 retinaface_weights=a.retinaface_weights, device=a.device)
     except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")
     device = torch.device(a.device)

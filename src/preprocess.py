@@ -1,18 +1,22 @@
-"""FF++ videos to the SBI layout (SBI_REFERENCE.md section 1): frames, landmarks and face boxes per video.
+"""FF++ videos to the SBI layout: frames, landmarks and face boxes per video.
 
-    python -m src.preprocess --root data/FaceForensics++ --compression c23 [--frames 32] [--detector dlib]
+    python -m src.preprocess --root data/FaceForensics++ --compression c23 [--frames 32] [--detector retinaface]
 
 Reads <root>/original_sequences/youtube/<c>/videos/*.mp4 and manipulated_sequences/<M>/<c>/videos/*.mp4 and
-writes next to each videos/ folder:
+writes next to each videos/ folder, as the SBI reference's preprocessing does:
     frames/<vid>/<NNN>.png      the full frame, NNN its index in the video (zero-padded, 3 digits or more)
-    landmarks/<vid>/<NNN>.npy   int32 (n_faces, 81 or 68, 2), largest face first
-    retina/<vid>/<NNN>.npy      float32 (n_faces, 7, 2): box corners then 5 keypoints, largest face first
-Frames without a face are not written (they are counted and reported). A video is finished when its frames/<vid>
-folder exists: it is written under a temporary name and renamed last, so an interrupted run resumes cleanly.
+    landmarks/<vid>/<NNN>.npy   int32 (n_faces, 81 or 68, 2): every dlib face, largest landmark extent first
+    retina/<vid>/<NNN>.npy      float32 (n_faces, 7, 2): every detector box (corners, then 5 keypoints), largest first
+    faces.json                  which detector and landmark model made the folder (training records it)
+Frames at linspace(0, n - 1, frames) rounded down. A frame is written when both dlib (landmarks) and the detector
+(boxes) find a face; the others are counted and reported. With --detector dlib, dlib's rectangles are the boxes. A
+video is finished when its frames/<vid> folder exists: it is written under a temporary name and renamed last, so an
+interrupted run resumes cleanly (with the detector and landmark model of faces.json: mixing them is refused).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -20,9 +24,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from .faces import Detector, UnreadableMedia, add_detector_args, frame_count, make_detector, read_frames
+from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
+                    make_detector, read_frames)
 
 _logger = logging.getLogger(__name__)
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -60,7 +66,12 @@ def sequence_dirs(root: str | Path, compression: str, sequences: list[str] | Non
     return found
 
 
-def process_video(path: Path, out: Path, detector: Detector, frames: int, summary: Summary) -> None:
+def _extent(landmarks: np.ndarray) -> float:
+    return float(np.prod(landmarks.max(0) - landmarks.min(0)))
+
+
+def process_video(path: Path, out: Path, detector: Detector, landmarker: DlibDetector, frames: int,
+                  summary: Summary) -> None:
     """Write the frames with a face, their landmarks and boxes of one video under `out` (its sequence folder)."""
     vid, tmp = path.stem, {k: out / k / f".{path.stem}.partial" for k in KINDS}
     for d in tmp.values():
@@ -71,11 +82,9 @@ def process_video(path: Path, out: Path, detector: Detector, frames: int, summar
         for index, rgb in read_frames(path, frames):
             faces = detector.detect(rgb)
             summary.frames += 1
-            if not faces:
-                summary.no_face_frames += 1
-                continue
-            landmarks = [f.landmarks for f in faces if f.landmarks is not None]  # RetinaFace: dlib's, by overlap
-            if not landmarks:
+            landmarks = sorted((f.landmarks for f in (faces if detector is landmarker else landmarker.detect(rgb))),
+                               key=_extent, reverse=True)
+            if not faces or not landmarks:
                 summary.no_face_frames += 1
                 continue
             name = f"{index:0{width}d}"
@@ -98,12 +107,34 @@ def process_video(path: Path, out: Path, detector: Detector, frames: int, summar
     summary.done += 1
 
 
-def preprocess(root: str | Path, compression: str, detector: Detector, frames: int = 32,
+def record_face_source(out: Path, info: dict) -> None:
+    """Write `out`/faces.json, or check that the one there describes the same detector, landmarks and frames."""
+    path = out / FACES_FILE
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != info:
+            raise ValueError(f"{out} was preprocessed with {before}, not {info}: finish it with the same --detector, "
+                             f"--shape-predictor and --frames, or delete its frames/, landmarks/, retina/ and "
+                             f"{FACES_FILE} to start again")
+    elif (out / "frames").is_dir() and any((out / "frames").iterdir()):
+        raise ValueError(f"{out} holds frames but no {FACES_FILE}: it was made by other code (e.g. the SBI "
+                         f"reference's) and is not mixed with this run's; preprocess into another root")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info, indent=2))
+
+
+def preprocess(root: str | Path, compression: str, detector: Detector, landmarker: DlibDetector, frames: int = 32,
                sequences: list[str] | None = None) -> dict[str, Summary]:
-    """Process every unfinished video of the chosen sequences; returns a summary per sequence folder."""
+    """Process every unfinished video of the chosen sequences; returns a summary per sequence folder.
+
+    `detector` gives the boxes (retina/), `landmarker` the landmarks (landmarks/); they may be one dlib detector.
+    """
+    info = {**landmarker.describe(), **detector.describe(), "frames": frames}
     summaries = {}
     for videos in sequence_dirs(root, compression, sequences):
         out, summary = videos.parent, Summary()
+        record_face_source(out, info)
         paths = sorted(videos.glob("*.mp4"))
         if not paths:
             _logger.warning("%s holds no .mp4 video", videos)
@@ -111,7 +142,7 @@ def preprocess(root: str | Path, compression: str, detector: Detector, frames: i
             if (out / "frames" / path.stem).is_dir():
                 summary.skipped += 1
                 continue
-            process_video(path, out, detector, frames, summary)
+            process_video(path, out, detector, landmarker, frames, summary)
         summaries[str(out)] = summary
     return summaries
 
@@ -137,13 +168,15 @@ def main(argv: list[str] | None = None) -> None:
     add_detector_args(ap)
     ap.add_argument("--sequences", nargs="+", help="e.g. youtube Deepfakes (default: youtube and the four FF++ "
                                                    "manipulations present)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="RetinaFace's device")
     a = ap.parse_args(argv)
     setup_logging()
     try:
-        detector = make_detector(a.detector, a.shape_predictor, retinaface_weights=a.retinaface_weights,
-                                 landmarks=True)
-        summaries = preprocess(a.root, a.compression, detector, a.frames, a.sequences)
-    except FileNotFoundError as e:
+        landmarker = DlibDetector(a.shape_predictor)
+        detector = landmarker if a.detector == "dlib" else make_detector(
+            a.detector, retinaface_weights=a.retinaface_weights, device=a.device)
+        summaries = preprocess(a.root, a.compression, detector, landmarker, a.frames, a.sequences)
+    except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")
     report(summaries)
 

@@ -1,17 +1,23 @@
 """RetinaFace (ResNet-50), the face detector of the published SBI protocol, loaded strictly from a local file.
 
 The network (ResNet-50 C3-C5, FPN, SSH context modules, per-level class/box/landmark heads with 2 anchors) and its
-inference (RGB normalised with ImageNet mean/std, padded to a square of the longest side, anchors of 16-512 px,
-confidence 0.7, NMS 0.4) follow the `retinaface_pytorch` release whose 'resnet50_2020-07-20' weights the SBI
-reference used. Parameter names match that release so its state dict loads as is; nothing is downloaded.
+inference reproduce the `retinaface_pytorch` package (0.0.8) whose 'resnet50_2020-07-20' weights the SBI reference
+used, step for step (`Model.predict_jsons`): the RGB frame is resized so that its longest side is `max_size`
+(2048 for videos, which upscales a 1280x720 frame by 1.6; the frame's own longest side for a single photo), normalised
+with ImageNet mean/std, run without padding, decoded with the anchors of that size, kept above confidence 0.7, NMS
+0.4, scaled back, and returned unclipped and rounded to 2 decimals; a box that is degenerate once clipped is
+skipped. tests/test_retinaface.py compares detections with the package itself. Parameter names match that release,
+so its state dict loads as is; nothing is downloaded.
 """
 from __future__ import annotations
 
 import io
 import logging
 import zipfile
-from itertools import product
+from functools import lru_cache
 from pathlib import Path
+
+import cv2
 
 import numpy as np
 import torch
@@ -21,13 +27,15 @@ from torchvision.models import resnet50
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import nms
 
-from .faces import Face
 from .models import strict_load, torch_load
-from .sbi import iou
 
 _logger = logging.getLogger(__name__)
 MIN_SIZES, STEPS, VARIANCE = ((16, 32), (64, 128), (256, 512)), (8, 16, 32), (0.1, 0.2)
-MEAN, STD = np.array([0.485, 0.456, 0.406]) * 255, np.array([0.229, 0.224, 0.225]) * 255
+VIDEO_MAX_SIZE = 2048  # get_model("resnet50_2020-07-20", max_size=2048): the protocol's setting for video frames
+RELEASE = "retinaface_resnet50_2020-07-20-f168fae3c.zip"  # the file get_model downloads (ternaus/retinaface releases)
+# albumentations' Normalize: float32 mean and 1/std, both times 255
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * np.float32(255)
+INV_STD = np.reciprocal(np.array([0.229, 0.224, 0.225], np.float32) * np.float32(255), dtype=np.float32)
 
 
 def _conv_bn(cin: int, cout: int, kernel: int = 3, relu: bool = True) -> nn.Sequential:
@@ -93,21 +101,33 @@ class RetinaFace(nn.Module):
                      for heads in (self.BboxHead, self.ClassHead, self.LandmarkHead))
 
 
+@lru_cache(maxsize=16)
 def priors(height: int, width: int) -> torch.Tensor:
-    """Anchors (cx, cy, w, h), relative to the image, in the order of the heads' outputs."""
-    out = []
+    """Anchors (cx, cy, w, h) relative to a height x width input, in the heads' order (cached per size)."""
+    levels = []
     for sizes, step in zip(MIN_SIZES, STEPS):
-        for i, j in product(range(-(-height // step)), range(-(-width // step))):
-            out += [[(j + 0.5) * step / width, (i + 0.5) * step / height, s / width, s / height] for s in sizes]
-    return torch.tensor(out)
+        i, j, size = np.meshgrid(np.arange(-(-height // step)), np.arange(-(-width // step)), sizes, indexing="ij")
+        levels.append(np.stack([(j + 0.5) * step / width, (i + 0.5) * step / height, size / width, size / height],
+                               -1).reshape(-1, 4))  # float64 as the package's Python floats, then float32
+    return torch.from_numpy(np.concatenate(levels).astype(np.float32))
 
 
 def decode(loc: torch.Tensor, landmarks: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Regressions -> boxes (x0, y0, x1, y1) and 5 landmarks (x, y), relative to the image."""
+    """Regressions -> boxes (x0, y0, x1, y1) and 5 landmarks (x, y) relative to the input, as the package computes."""
     centre = anchors[:, :2] + loc[:, :2] * VARIANCE[0] * anchors[:, 2:]
     size = anchors[:, 2:] * torch.exp(loc[:, 2:] * VARIANCE[1])
+    corner = centre - size / 2
     points = anchors[:, None, :2] + landmarks.view(-1, 5, 2) * VARIANCE[0] * anchors[:, None, 2:]
-    return torch.cat([centre - size / 2, centre + size / 2], 1), points
+    return torch.cat([corner, corner + size], 1), points
+
+
+def resize_longest(rgb: np.ndarray, max_size: int) -> np.ndarray:
+    """albumentations' LongestMaxSize(max_size): bilinear, each side rounded (half to even); no-op at scale 1."""
+    h, w = rgb.shape[:2]
+    scale = max_size / float(max(h, w))
+    if scale == 1.0:
+        return rgb
+    return cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
 
 
 def load_retinaface(path: str | Path) -> RetinaFace:
@@ -115,9 +135,10 @@ def load_retinaface(path: str | Path) -> RetinaFace:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"RetinaFace weights {path} not found: download 'retinaface_resnet50_2020-07-20' (a .zip, from the "
-            f"releases of the retinaface_pytorch project, the SBI protocol's detector) to {path} or pass "
-            f"--retinaface-weights, or use --detector dlib")
+            f"RetinaFace weights {path} not found: download {RELEASE} (the file retinaface_pytorch's "
+            f"get_model('resnet50_2020-07-20') fetches, from the releases of github.com/ternaus/retinaface) to "
+            f"{path.parent}/ or pass --retinaface-weights. --detector dlib needs no file, but its tighter boxes give "
+            f"different AUCs than the published ones")
     if zipfile.is_zipfile(path) and not any(n.endswith("data.pkl") for n in zipfile.ZipFile(path).namelist()):
         with zipfile.ZipFile(path) as z:  # the release zip holds one plain torch file
             state = torch_load(io.BytesIO(z.read(next(n for n in z.namelist() if not n.endswith("/")))), path)
@@ -129,37 +150,45 @@ def load_retinaface(path: str | Path) -> RetinaFace:
     return model.eval()
 
 
-class RetinaFaceDetector:
-    """RetinaFace boxes with 5 keypoints; dlib landmarks attached by box overlap when `landmarks` is given."""
+class RetinaFacePredictor:
+    """`retinaface_pytorch` 0.0.8's `predict_jsons`, on a batch of equally sized RGB uint8 frames at a time."""
 
-    def __init__(self, weights: str | Path, landmarks=None, threshold: float = 0.7, nms_threshold: float = 0.4,
+    def __init__(self, weights: str | Path, threshold: float = 0.7, nms_threshold: float = 0.4,
                  device: str | torch.device = "cpu"):
-        self.model, self.device = load_retinaface(weights).to(device), device
-        self.landmarks, self.threshold, self.nms_threshold = landmarks, threshold, nms_threshold
+        self.device = torch.device(device)
+        self.model = load_retinaface(weights).to(self.device)
+        self.threshold, self.nms_threshold = threshold, nms_threshold
 
     @torch.no_grad()
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        """Faces of one RGB uint8 frame, largest first."""
-        h, w = rgb.shape[:2]
-        side = max(h, w)
-        top, left = (side - h) // 2, (side - w) // 2
-        square = np.zeros((side, side, 3), np.float32)
-        square[top:top + h, left:left + w] = (rgb - MEAN) / STD
-        x = torch.from_numpy(square).permute(2, 0, 1)[None].to(self.device)
-        loc, logits, marks = (t[0].float().cpu() for t in self.model(x))
-        boxes, points = decode(loc, marks, priors(side, side))
-        scores = logits.softmax(1)[:, 1]
+    def __call__(self, frames: list[np.ndarray], max_size: int | None = VIDEO_MAX_SIZE
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per frame: (boxes (n, 7, 2) float64 [x0, y0], [x1, y1], 5 keypoints; scores (n,)), both rounded to 2
+        decimals, in the package's order (by score). `max_size` None: each frame's own longest side."""
+        h, w = frames[0].shape[:2]
+        if any(f.shape[:2] != (h, w) for f in frames):
+            raise ValueError("RetinaFacePredictor takes a batch of frames of one size")
+        inputs = []
+        for rgb in frames:
+            x = resize_longest(rgb, max_size or max(h, w)).astype(np.float32)
+            x -= MEAN
+            x *= INV_STD
+            inputs.append(x)
+        th, tw = inputs[0].shape[:2]
+        batch = torch.from_numpy(np.stack(inputs)).permute(0, 3, 1, 2).contiguous().to(self.device)
+        anchors = priors(th, tw).to(self.device)
+        scale = torch.tensor([tw, th], dtype=torch.float32, device=self.device)
+        return [self._postprocess(*out, anchors, scale, h / th, w, h) for out in zip(*self.model(batch))]
+
+    def _postprocess(self, loc: torch.Tensor, logits: torch.Tensor, marks: torch.Tensor, anchors: torch.Tensor,
+                     scale: torch.Tensor, coeff: float, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        boxes, points = decode(loc, marks, anchors)
+        boxes, points, scores = boxes * scale.repeat(2), points * scale, logits.softmax(-1)[:, 1]
         keep = scores > self.threshold
-        boxes, points, scores = boxes[keep] * side, points[keep] * side, scores[keep]
+        boxes, points, scores = boxes[keep], points[keep], scores[keep]
         keep = nms(boxes, scores, self.nms_threshold)
-        shift = torch.tensor([left, top], dtype=torch.float32)
-        boxes, points = boxes[keep].view(-1, 2, 2) - shift, points[keep] - shift
-        boxes = torch.maximum(torch.minimum(boxes, torch.tensor([w - 1.0, h - 1.0])), torch.zeros(2))
-        dlib_faces = self.landmarks.detect(rgb) if self.landmarks is not None else []
-        faces = []
-        for box, pts, score in zip(boxes.numpy(), points.numpy(), scores.tolist()):
-            overlaps = [iou(box.reshape(-1), f.box[:2].reshape(-1)) for f in dlib_faces]
-            best = int(np.argmax(overlaps)) if overlaps else -1
-            landmarks = dlib_faces[best].landmarks if best >= 0 and overlaps[best] > 0.3 else None
-            faces.append(Face(np.concatenate([box, pts]).astype(np.float32), landmarks, score))
-        return sorted(faces, key=lambda f: (-f.area, -f.score))
+        boxes, points = boxes[keep].cpu().numpy() * np.float32(coeff), points[keep].cpu().numpy() * np.float32(coeff)
+        scores = scores[keep].cpu().numpy().astype(float)
+        x0, y0 = np.clip(boxes[:, 0], 0, w - 1), np.clip(boxes[:, 1], 0, h - 1)
+        valid = (x0 < np.clip(boxes[:, 2], x0 + 1, w - 1)) & (y0 < np.clip(boxes[:, 3], y0 + 1, h - 1))
+        out = np.concatenate([boxes.reshape(-1, 2, 2), points], 1)[valid].astype(float)
+        return np.round(out, 2), np.round(scores[valid], 2)

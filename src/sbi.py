@@ -1,4 +1,4 @@
-"""Self-Blended Images: the pure pieces of one SBI sample (SBI_REFERENCE.md sections 2 and 3).
+"""Self-Blended Images: the pure pieces of one SBI sample (Shiohara & Yamasaki, CVPR 2022).
 
 Images are uint8 RGB HWC arrays, landmarks int32 (N, 2) arrays in dlib order (68 or 81 points), face boxes
 (7, 2) arrays in RetinaFace layout: [x0, y0], [x1, y1], then eye, eye, nose, mouth corner, mouth corner.
@@ -36,6 +36,14 @@ def reorder_forehead(landmark: np.ndarray) -> np.ndarray:
     landmark = landmark.copy()
     landmark[68:] = landmark[FOREHEAD_ORDER]
     return landmark
+
+
+def retina_from_landmarks(lm: np.ndarray) -> np.ndarray:
+    """RetinaFace-like (7, 2) float32: box (brow top to chin, jaw sides), eyes, nose tip, mouth corners."""
+    jaw = lm[:17]
+    top = lm[17:27, 1].min() - 0.08 * np.ptp(jaw[:, 0])
+    box = [[jaw[:, 0].min(), top], [jaw[:, 0].max(), jaw[:, 1].max()]]
+    return np.array(box + [lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]], np.float32)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,9 +1,9 @@
-"""Schedules: the distillation alpha per epoch (PIPELINE_DESIGN.txt) and the SBI learning-rate factor."""
+"""Schedules: the distillation alpha per epoch (the design's progressive table) and the SBI learning-rate factor."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-# (epoch, alpha) from PIPELINE_DESIGN.txt, "PROGRESSIVE DISTILLATION SCHEDULE"; alpha weighs the hard loss.
+# (epoch, alpha): the design's progressive distillation schedule; alpha weighs the hard loss.
 DESIGN_ALPHA_TABLE = ((1, 0.95), (5, 0.90), (10, 0.85), (15, 0.75), (20, 0.65), (21, 0.50))
 
 

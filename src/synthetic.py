@@ -1,4 +1,4 @@
-"""Procedural face videos in the FF++ SBI layout (SBI_REFERENCE.md section 1), for tests, the demo and benchmarks.
+"""Procedural face videos in the FF++ SBI layout (see src/preprocess.py), for tests, the demo and benchmarks.
 
 Each video is one random scene: background, one identity (proportions, colours), a pose, and sometimes a second,
 smaller face; frames add small pose and expression jitter. Landmarks are the 68 iBUG points in dlib order plus 13
@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .sbi import FOREHEAD_ORDER  # arc = file[FOREHEAD_ORDER]
+from .faces import FACES_FILE
+from .sbi import FOREHEAD_ORDER, retina_from_landmarks  # arc = file[FOREHEAD_ORDER]
 
 # Face frame: jaw width 1, x to the image right, y down, z towards the camera. Points past the 81 landmarks:
 _HEAD, _HAIR, _NECK, _BODY = slice(81, 96), slice(96, 126), slice(126, 130), slice(130, 136)
@@ -33,14 +34,6 @@ def to_file_order(landmarks: np.ndarray) -> np.ndarray:
     out = landmarks.copy()
     out[..., FOREHEAD_ORDER, :] = landmarks[..., 68:81, :]
     return out
-
-
-def retina_from_landmarks(lm: np.ndarray) -> np.ndarray:
-    """RetinaFace-like (7, 2) float32: box (brow top to chin, jaw sides), eyes, nose tip, mouth corners."""
-    jaw = lm[:17]
-    top = lm[17:27, 1].min() - 0.08 * np.ptp(jaw[:, 0])
-    box = [[jaw[:, 0].min(), top], [jaw[:, 0].max(), jaw[:, 1].max()]]
-    return np.array(box + [lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]], np.float32)
 
 
 def make_splits(videos: int) -> dict[str, list[list[str]]]:
@@ -282,6 +275,8 @@ def generate_dataset(out: str | Path, videos: int = 48, frames: int = 8, frame_s
             np.save(dirs[2] / f"{f:03d}.npy", retina)
     for name, pairs in splits.items():
         (out / f"{name}.json").write_text(json.dumps(pairs))
+    (root / FACES_FILE).write_text(json.dumps(dict(detector="synthetic", landmarks="synthetic",
+                                                   landmark_points=n_landmarks, frames=frames)))
     return out
 
 

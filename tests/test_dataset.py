@@ -12,6 +12,7 @@ import pytest
 from draws import assert_binomial, assert_pair_patterns
 
 from src.config import Config
+from src.faces import FACES_FILE, REFERENCE_FACES
 from src.dataset import (BadSampleTracker, DataQualityError, SBIDataset, collate_pairs, ensure_data, list_frames,
                          video_dir)
 from src.synthetic import generate_dataset
@@ -154,3 +155,11 @@ def test_synthetic_data_root_is_generated_on_first_use(tmp_path):
     root = ensure_data(Config(data_root=str(tmp_path / "demo"), synthetic_data=True, synthetic_videos=6,
                               compression="raw"))
     assert (video_dir(root, "raw") / "frames").is_dir() and (root / "train.json").is_file()
+
+
+def test_data_without_faces_json_is_read_as_the_references_with_one_log_line(copy, caplog):
+    assert SBIDataset(copy, "train", SIZE).faces["detector"] == "synthetic"  # the generator records its own
+    (video_dir(copy, "c23") / FACES_FILE).unlink()
+    with caplog.at_level(logging.INFO):
+        sets = [SBIDataset(copy, split, SIZE) for split in ("train", "val")]
+    assert all(s.faces == REFERENCE_FACES for s in sets) and caplog.text.count("SBI reference's preprocessing") == 1

@@ -1,5 +1,6 @@
 """The training engine and both entry scripts, end to end on generated data with tiny models."""
 import csv
+import json
 
 import pytest
 import torch
@@ -40,6 +41,8 @@ def test_stage1_writes_the_run_folder(config):
     ckpt = checkpoint.load(run / "weights" / "BEST.pth")
     assert ckpt["arch"] == TINY and ckpt["config"]["image_size"] == 48 and ckpt["epoch"] == int(best["epoch"])
     assert {"model", "optimizer", "scheduler", "val_auc"} <= set(ckpt)
+    faces = dict(detector="synthetic", landmarks="synthetic", landmark_points=81, frames=2)  # the data's faces.json
+    assert ckpt["config"]["faces"] == faces and json.loads((run / "config.json").read_text())["faces"] == faces
 
 
 def test_resume_continues_to_identical_weights(config):

@@ -12,7 +12,7 @@ from torch import nn
 from src import evaluate, predict
 from src.engine import student_view
 from src.evaluate import StudentInput, dataset_items, eer, evaluate_items, load_detector_model, metrics, summarize
-from src.faces import Face
+from src.faces import REFERENCE_FACES, Face, choose_detector
 from src.models import create_classifier
 
 from test_faces import write_video
@@ -28,7 +28,7 @@ CLIPS = {  # name -> per frame (left, middle, right) levels; 8 frames, of which 
     "fake/small.avi": [(0, 0, 250)] * 8,  # the small face alone is the largest one: kept
     "fake/empty.avi": [(0, 0, 0)] * 8,
 }
-SAMPLED = [0, 2, 5, 7]  # round(linspace(0, 7, 4))
+SAMPLED = [0, 2, 4, 7]  # linspace(0, 7, 4) rounded down, as the reference samples
 
 
 def clip_frame(levels) -> np.ndarray:
@@ -51,7 +51,10 @@ def expected_score(levels_per_frame) -> float | None:
 class SquareDetector:
     """A face in each square whose grey level is not ~0; the right-hand one is small."""
 
-    def detect(self, rgb):
+    def describe(self):
+        return {"detector": "squares"}
+
+    def detect(self, rgb, image=False):
         found = []
         for k in range(3):
             if rgb[SQUARE // 2, k * SQUARE + SQUARE // 2, 0] > 10:
@@ -95,7 +98,7 @@ def test_video_scores_are_mean_over_frames_of_max_over_faces(folder):
     for r in results:
         assert want[str(r.item.path)] is None or r.score == pytest.approx(want[str(r.item.path)], abs=0.01), r.item
     assert next(r for r in results if r.item.path.name == "empty.avi").score == 0.5
-    assert [sorted(r.scores.frame_scores()) for r in results if r.item.path.name == "r1.avi"] == [[0, 2, 5]]
+    assert [sorted(r.scores.frame_scores()) for r in results if r.item.path.name == "r1.avi"] == [[0, 2, 4]]
 
 
 def test_metrics_match_scikit_learn_and_no_face_videos_are_listed(folder):
@@ -135,7 +138,7 @@ def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
 
 def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(evaluate, "make_detector", lambda *a, **k: SquareDetector())
-    monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32))
+    monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
     evaluate.main(["--weights", "any", "--dataset", "folder", "--root", str(folder), "--frames", "4",
                    "--out", str(tmp_path / "out"), "--profile", "--device", "cpu"])
     res = json.loads((tmp_path / "out/results.json").read_text())
@@ -189,11 +192,12 @@ def _checkpoint(path, student_image_size):
 def test_load_detector_model_feeds_the_student_as_in_training(tmp_path):
     _checkpoint(tmp_path / "a.pth", 40)
     _checkpoint(tmp_path / "b.pth", None)
-    model, size = load_detector_model(tmp_path / "a.pth")  # crops at image_size 48, antialiased to 40 inside
+    model, size, faces = load_detector_model(tmp_path / "a.pth")  # crops at image_size 48, antialiased to 40 inside
     assert size == 48 and not model.training and not any(p.requires_grad for p in model.parameters())
     x = torch.rand(2, 3, 48, 48)
     assert torch.equal(model(x), model.model(student_view(x, 40)))
-    model, size = load_detector_model(tmp_path / "b.pth")
+    assert faces == REFERENCE_FACES  # a checkpoint that does not record its data's detector: the reference's
+    model, size, _ = load_detector_model(tmp_path / "b.pth")
     assert size == 48 and not isinstance(model, StudentInput)
 
 
@@ -207,6 +211,47 @@ def test_predict_json_gives_overall_and_per_face_probabilities(folder, tmp_path,
     per_frame = {}
     for f in video["faces"]:
         per_frame[f["frame"]] = max(per_frame.get(f["frame"], 0), f["fake_probability"])
-    assert sorted(per_frame) == [0, 2, 5]
+    assert sorted(per_frame) == [0, 2, 4]
     assert video["fake_probability"] == pytest.approx(np.mean(list(per_frame.values())))
     assert empty["fake_probability"] is None and empty["faces"] == [] and empty["frames"] == 4
+
+
+class OffFrameDetector(SquareDetector):
+    """SquareDetector's faces plus one whose box lies outside the frame (a degenerate crop)."""
+
+    def detect(self, rgb, image=False):
+        off = Face(np.array([[500, 500], [560, 560]] + [[530, 530]] * 5, np.float32), None, 1.0)
+        return [off] + super().detect(rgb)
+
+
+def test_a_face_that_cannot_be_cropped_is_skipped_and_counted(folder, tmp_path, monkeypatch):
+    items = [i for i in dataset_items("folder", folder) if i.path.name in ("f1.avi", "photo.png")]
+    results = evaluate_items(items, OffFrameDetector(), GreyModel(), 32, frames=4)
+    want = expected(folder)
+    assert all(r.score == pytest.approx(want[str(r.item.path)], abs=0.01) for r in results)
+    assert summarize(results)["bad_faces"] == 4 + 1  # one per frame of the video, one in the photo
+
+
+def test_the_detector_defaults_to_the_one_that_made_the_training_data(caplog):
+    assert choose_detector(None, REFERENCE_FACES) == "retinaface"  # FFc23.tar: the SBI reference's data
+    assert choose_detector(None, {"detector": "synthetic"}) == "dlib"
+    with caplog.at_level("WARNING"):
+        assert choose_detector("dlib", REFERENCE_FACES) == "dlib"
+    assert "training data was made with retinaface" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        choose_detector("retinaface", REFERENCE_FACES)
+    assert not caplog.text
+
+
+def test_cli_without_retinaface_weights_says_where_to_get_them(tmp_path, monkeypatch, capsys):
+    _checkpoint(tmp_path / "student.pth", 40)  # records no face source: the reference's, so RetinaFace
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--weights", "student.pth", "--device", "cpu", "photo.png"])
+    assert exit_info.value.code == 2
+    (tmp_path / "photo.png").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        predict.main(["--weights", "student.pth", "--device", "cpu", "photo.png"])
+    err = capsys.readouterr().err
+    assert "retinaface_resnet50_2020-07-20-f168fae3c.zip" in err and "different AUCs" in err

@@ -1,4 +1,6 @@
 """Tests for src/faces.py and src/preprocess.py: dlib on a real face, frame sampling, the face filter, the layout."""
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -77,7 +79,7 @@ def test_read_frames_decodes_linspace_frames(tmp_path, monkeypatch, seek_gap):
     write_video(tmp_path / "v.avi", gray_frames(60, 4))
     monkeypatch.setattr(faces, "SEEK_GAP", seek_gap)
     got = list(read_frames(tmp_path / "v.avi", 5))
-    assert [i for i, _ in got] == [0, 15, 30, 44, 59]  # round(linspace(0, 59, 5))
+    assert [i for i, _ in got] == [0, 14, 29, 44, 59]  # linspace(0, 59, 5) rounded down, as the reference
     for i, rgb in got:
         assert rgb.shape == (32, 48, 3) and abs(rgb.mean() - 4 * i) < 2  # the right frame, in RGB
     assert [i for i, _ in read_frames(tmp_path / "v.avi", 100)] == list(range(60))  # never a frame twice
@@ -95,13 +97,22 @@ def test_read_frames_images_and_unreadable_files(tmp_path):
 
 
 class BrightFaceDetector:
-    """One fixed face in every frame brighter than mid-grey (a stand-in for dlib: preprocessing's bookkeeping)."""
+    """Faces in every frame brighter than `level` (a stand-in for dlib, or with `landmarks` False for RetinaFace):
+    preprocessing's bookkeeping. Two faces; the second has the larger landmark extent but the smaller box."""
 
-    def detect(self, rgb):
-        if rgb.mean() < 128:
+    def __init__(self, level: int = 128, landmarks: bool = True, name: str = "dlib"):
+        self.level, self.landmarks, self.name = level, landmarks, name
+
+    def describe(self):
+        return {"detector": self.name, **({"landmarks": "bright.dat", "landmark_points": 68} if self.landmarks else {})}
+
+    def detect(self, rgb, image=False):
+        if rgb.mean() < self.level:
             return []
-        lm = np.stack([np.linspace(10, 30, 68), np.linspace(8, 24, 68)], 1).astype(np.int32)
-        return [Face(np.array([[8, 6], [34, 28]] + [[20, 15]] * 5, np.float32), lm, 1.0)]
+        small = np.stack([np.linspace(10, 30, 68), np.linspace(8, 24, 68)], 1).astype(np.int32)
+        wide = small * 2
+        return [Face(np.array([[8, 6], [34, 28]] + [[20, 15]] * 5, np.float32), small if self.landmarks else None, 1.),
+                Face(np.array([[8, 6], [20, 20]] + [[15, 15]] * 5, np.float32), wide if self.landmarks else None, 1.)]
 
 
 def test_preprocess_writes_the_sbi_layout_and_resumes(tmp_path):
@@ -109,14 +120,35 @@ def test_preprocess_writes_the_sbi_layout_and_resumes(tmp_path):
     videos.mkdir(parents=True)
     write_video(videos / "000.mp4", gray_frames(10, 25))  # frames 6-9 are brighter than 128
     write_video(videos / "001.mp4", gray_frames(10, 5))  # never a face
-    (summary,) = preprocess(tmp_path, "c23", BrightFaceDetector(), frames=4).values()  # frames 0, 3, 6, 9
+    dlib = BrightFaceDetector()
+    (summary,) = preprocess(tmp_path, "c23", dlib, dlib, frames=4).values()  # frames 0, 3, 6, 9
     assert (summary.done, summary.frames, summary.no_face_frames) == (2, 8, 6)
     assert summary.no_face_videos == [str(videos / "001.mp4")]
     base = videos.parent
     assert sorted(p.name for p in (base / "frames/000").iterdir()) == ["006.png", "009.png"]
     lm, retina = np.load(base / "landmarks/000/006.npy"), np.load(base / "retina/000/006.npy")
-    assert lm.shape == (1, 68, 2) and lm.dtype == np.int32 and retina.shape == (1, 7, 2)
+    assert lm.shape == (2, 68, 2) and lm.dtype == np.int32 and retina.shape == (2, 7, 2)
+    assert np.ptp(lm[0], 0).prod() > np.ptp(lm[1], 0).prod()  # landmarks: largest extent first, as the reference
+    assert retina[0, 1, 0] == 34  # boxes: largest area first
+    assert json.loads((base / "faces.json").read_text()) == {**dlib.describe(), "frames": 4}
     leftovers = [p for kind in ("frames", "landmarks", "retina") for p in (base / kind).iterdir() if p.name[0] == "."]
     assert not leftovers  # no partial folders
-    (again,) = preprocess(tmp_path, "c23", BrightFaceDetector(), frames=4).values()
+    (again,) = preprocess(tmp_path, "c23", dlib, dlib, frames=4).values()
     assert (again.done, again.skipped) == (0, 2)
+    with pytest.raises(ValueError, match="preprocessed with .*'dlib'.*not .*'retinaface'.*delete"):
+        preprocess(tmp_path, "c23", BrightFaceDetector(landmarks=False, name="retinaface"), dlib, frames=4)
+    with pytest.raises(ValueError, match="'frames': 4.*not.*'frames': 8"):
+        preprocess(tmp_path, "c23", dlib, dlib, frames=8)
+
+
+def test_preprocess_takes_boxes_and_landmarks_from_two_detectors_as_the_reference(tmp_path):
+    videos = tmp_path / "original_sequences/youtube/c23/videos"
+    videos.mkdir(parents=True)
+    write_video(videos / "000.mp4", gray_frames(10, 25))  # frames 0, 3, 6, 9 at levels 0, 75, 150, 225
+    retina, dlib = BrightFaceDetector(level=60, landmarks=False, name="retinaface"), BrightFaceDetector(level=200)
+    (summary,) = preprocess(tmp_path, "c23", retina, dlib, frames=4).values()
+    assert (summary.frames, summary.no_face_frames) == (4, 3)  # written only where both find a face: frame 9
+    base = videos.parent
+    assert sorted(p.name for p in (base / "frames/000").iterdir()) == ["009.png"]
+    assert json.loads((base / "faces.json").read_text()) == dict(detector="retinaface", landmarks="bright.dat",
+                                                               landmark_points=68, frames=4)
