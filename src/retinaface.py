@@ -192,3 +192,50 @@ class RetinaFacePredictor:
         valid = (x0 < np.clip(boxes[:, 2], x0 + 1, w - 1)) & (y0 < np.clip(boxes[:, 3], y0 + 1, h - 1))
         out = np.concatenate([boxes.reshape(-1, 2, 2), points], 1)[valid].astype(float)
         return np.round(out, 2), np.round(scores[valid], 2)
+
+
+def time_detection(size: tuple[int, int] = (1280, 720), max_size: int | None = VIDEO_MAX_SIZE, frames: int = 4,
+                   batch: int = 1, device: str = "cpu", weights: str | Path | None = None) -> float:
+    """Frames per second of RetinaFace on `frames` random frames of `size` (W, H), after one warm-up batch.
+
+    Without `weights` the network has random weights (the time is the network's; fewer boxes reach NMS)."""
+    import tempfile  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if weights is None:
+            weights = Path(tmp) / "random.pth"
+            torch.save(RetinaFace().state_dict(), weights)
+        predictor = RetinaFacePredictor(weights, device=device)
+    rgb = [np.random.default_rng(i).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for i in range(batch)]
+    predictor(rgb, max_size)
+    if predictor.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(-(-frames // batch)):
+        predictor(rgb, max_size)
+    if predictor.device.type == "cuda":
+        torch.cuda.synchronize()
+    return -(-frames // batch) * batch / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse  # noqa: PLC0415
+
+    from .synthetic import parse_size  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(description="Time RetinaFace detection: frames per second at the protocol's sizes.")
+    ap.add_argument("--size", type=parse_size, default=(1280, 720), help="frame WxH (default 1280x720, FF++'s)")
+    ap.add_argument("--weights", help="RetinaFace weights (default: random weights, same speed)")
+    ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = ap.parse_args(argv)
+    for max_size, what in ((VIDEO_MAX_SIZE, "video setting"), (None, "photo setting")):
+        fps = time_detection(a.size, max_size, a.frames, a.batch, a.device, a.weights)
+        print(f"RetinaFace {a.size[0]}x{a.size[1]} at max_size {max_size or max(a.size)} ({what}), {a.device}, "
+              f"batch {a.batch}: {fps:.2f} frames/s")
+
+
+if __name__ == "__main__":
+    main()
