@@ -43,7 +43,7 @@ from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
 from .engine import student_view
 from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector, is_image,
-                    keep_large, list_media, make_detector, read_frames)
+                    keep_large, list_media, make_detector, read_frame_batches)
 from .models import teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
 from .sbi import BadSample, box_crop
@@ -255,20 +255,22 @@ def score_media(path: str | Path, detector: Detector, model: nn.Module, size: in
     A face whose box cannot be cropped (degenerate, outside the frame) is skipped and counted.
     """
     watch, crops, where, n_frames, bad = Stopwatch(timer), [], [], 0, 0
-    for index, rgb in read_frames(path, frames):
-        n_frames += 1
+    for chunk in read_frame_batches(path, frames):
+        n_frames += len(chunk)
         watch.lap("decode")
-        faces = keep_large(detector.detect(rgb, image=is_image(path)))
+        rgbs = [rgb for _, rgb in chunk]
+        found = [detector.detect(rgbs[0], image=True)] if is_image(path) else detector.detect_frames(rgbs)
         watch.lap("detect")
-        for face in faces:
-            try:
-                x0, y0, x1, y1 = box_crop(rgb, face.box, None)  # the val/test margins
-            except BadSample as e:
-                _logger.warning("%s, frame %d: face skipped (%s)", path, index, e)
-                bad += 1
-                continue
-            crops.append(cv2.resize(rgb[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR))
-            where.append((index, face.box[:2].reshape(-1).tolist()))
+        for (index, rgb), faces in zip(chunk, found, strict=True):
+            for face in keep_large(faces):
+                try:
+                    x0, y0, x1, y1 = box_crop(rgb, face.box, None)  # the val/test margins
+                except BadSample as e:
+                    _logger.warning("%s, frame %d: face skipped (%s)", path, index, e)
+                    bad += 1
+                    continue
+                crops.append(cv2.resize(rgb[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR))
+                where.append((index, face.box[:2].reshape(-1).tolist()))
         watch.lap("crop")
     scores = fake_probabilities(model, crops, device, batch_size)
     watch.lap("model")

@@ -24,6 +24,7 @@ import importlib.util
 import json
 import logging
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -278,6 +279,13 @@ def read_frames(path: str | Path, count: int) -> Iterator[tuple[int, np.ndarray]
             yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     finally:
         cap.release()
+
+
+def read_frame_batches(path: str | Path, count: int, batch: int = 8) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """`read_frames` in lists of up to `batch` frames, for detectors that take several frames at once."""
+    frames = read_frames(path, count)
+    while chunk := list(islice(frames, batch)):
+        yield chunk
 
 
 def list_media(folder: str | Path) -> list[Path]:

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
-                    make_detector, read_frames)
+                    make_detector, read_frame_batches)
 
 _logger = logging.getLogger(__name__)
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -79,19 +79,19 @@ def process_video(path: Path, out: Path, detector: Detector, landmarker: DlibDet
         d.mkdir(parents=True)
     width, written = max(3, len(str(frame_count(path) - 1))), 0  # one width per video, so names sort by index
     try:
-        for index, rgb in read_frames(path, frames):
-            faces = detector.detect(rgb)
-            summary.frames += 1
-            landmarks = sorted((f.landmarks for f in (faces if detector is landmarker else landmarker.detect(rgb))),
-                               key=_extent, reverse=True)
-            if not faces or not landmarks:
-                summary.no_face_frames += 1
-                continue
-            name = f"{index:0{width}d}"
-            written += 1
-            cv2.imwrite(str(tmp["frames"] / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            np.save(tmp["landmarks"] / f"{name}.npy", np.stack(landmarks).astype(np.int32))
-            np.save(tmp["retina"] / f"{name}.npy", np.stack([f.box for f in faces]).astype(np.float32))
+        for chunk in read_frame_batches(path, frames):
+            for (index, rgb), faces in zip(chunk, detector.detect_frames([rgb for _, rgb in chunk]), strict=True):
+                summary.frames += 1
+                marks = faces if detector is landmarker else landmarker.detect(rgb)
+                landmarks = sorted((f.landmarks for f in marks), key=_extent, reverse=True)
+                if not faces or not landmarks:
+                    summary.no_face_frames += 1
+                    continue
+                name = f"{index:0{width}d}"
+                written += 1
+                cv2.imwrite(str(tmp["frames"] / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                np.save(tmp["landmarks"] / f"{name}.npy", np.stack(landmarks).astype(np.int32))
+                np.save(tmp["retina"] / f"{name}.npy", np.stack([f.box for f in faces]).astype(np.float32))
     except UnreadableMedia as e:
         _logger.warning("%s", e)
         summary.unreadable.append(str(path))

@@ -54,6 +54,9 @@ class SquareDetector:
     def describe(self):
         return {"detector": "squares"}
 
+    def detect_frames(self, frames):
+        return [self.detect(f) for f in frames]
+
     def detect(self, rgb, image=False):
         found = []
         for k in range(3):

@@ -106,6 +106,9 @@ class BrightFaceDetector:
     def describe(self):
         return {"detector": self.name, **({"landmarks": "bright.dat", "landmark_points": 68} if self.landmarks else {})}
 
+    def detect_frames(self, frames):
+        return [self.detect(f) for f in frames]
+
     def detect(self, rgb, image=False):
         if rgb.mean() < self.level:
             return []
