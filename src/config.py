@@ -69,6 +69,7 @@ class Config:
     keep_top_k: int = field(default=5, metadata=_range(1, 1000))
     amp: Optional[str] = field(default=None, metadata=_choice("bf16"))  # bf16 autocast on CUDA; None: float32
     channels_last: bool = False
+    compile: bool = False  # torch.compile the student (and the teacher in stage 2) on CUDA
     # --- distillation (the progressive schedule: src/schedule.py) ---
     temperature: float = field(default=3.0, metadata=_range(0.0, 100.0, lo_open=True))
     alpha_start: float = field(default=0.95, metadata=_range(0.0, 1.0))

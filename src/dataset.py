@@ -198,7 +198,7 @@ def collate_pairs(batch: list[Sample]) -> dict:
 
 
 class BadSampleTracker:
-    """Counts failed samples per epoch, logs each bad file once, and stops the run past `max_fraction`."""
+    """Counts failed samples per epoch, logs each bad file once, and says when they pass `max_fraction`."""
 
     def __init__(self, max_fraction: float):
         self.max_fraction, self.seen, self.failed, self.total = max_fraction, set(), 0, 0
@@ -210,19 +210,20 @@ class BadSampleTracker:
             if path not in self.seen:
                 self.seen.add(path)
                 _logger.warning("bad sample skipped and replaced: %s (%s)", path, reason)
-        if self.total >= 200:
-            self.check()
 
-    def check(self) -> None:
-        if self.failed > self.max_fraction * self.total:
+    def exceeded(self, final: bool = False) -> bool:
+        """More failures than allowed: from 200 samples on, or at any count when `final` (the epoch's end)."""
+        return (final or self.total >= 200) and self.failed > self.max_fraction * self.total
+
+    def check(self, final: bool = False) -> None:
+        if self.exceeded(final):
             raise DataQualityError(
                 f"{self.failed} of {self.total} samples failed ({self.failed / self.total:.1%} > max_bad_fraction "
                 f"{self.max_fraction:.1%}); the warnings above name the files. Fix or re-run preprocessing for them, "
                 f"or raise max_bad_fraction in the config.")
 
     def end_epoch(self) -> int:
-        """Check the epoch's totals, reset, and return the number of failed samples."""
-        self.check()
+        """Reset for the next epoch and return the number of failed samples (call `check(final=True)` first)."""
         failed, self.failed, self.total = self.failed, 0, 0
         return failed
 

@@ -16,6 +16,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    cpu: bool = False  # gloo on the CPU even where CUDA exists (src.bench_train --nproc)
 
     @property
     def is_main(self) -> bool:
@@ -23,18 +24,25 @@ class Dist:
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        """cuda:LOCAL_RANK, or cuda:0 where the scheduler shows each process a single GPU; the CPU without CUDA."""
+        if self.cpu or not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        if count > 1 and self.local_rank >= count:
+            raise RuntimeError(f"LOCAL_RANK {self.local_rank} but this process sees only {count} GPUs: start at most "
+                               f"{count} processes per node (torchrun --nproc_per_node={count})")
+        return torch.device("cuda", self.local_rank if count > 1 else 0)
 
 
-def init_distributed() -> Dist:
+def init_distributed(cpu: bool = False) -> Dist:
     """Join the process group torchrun describes in RANK/WORLD_SIZE/LOCAL_RANK (nccl on GPUs, gloo on CPUs)."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", 1)) == 1:
-        return Dist()
-    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+        return Dist(cpu=cpu)
+    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)), cpu)
     if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(d.local_rank)
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if d.device.type == "cuda":
+            torch.cuda.set_device(d.device)
+        dist.init_process_group("nccl" if d.device.type == "cuda" else "gloo")
     return d
 
 
@@ -45,17 +53,35 @@ def finish(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def all_true(flag: bool, d: Dist) -> bool:
-    """True only if `flag` is true on every rank, so that every rank takes the same branch."""
-    if d.world == 1:
-        return flag
-    t = torch.tensor(int(flag), device=d.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+def barrier(d: Dist) -> None:
+    """Every rank waits here until all have arrived."""
+    if d.world > 1:
+        dist.barrier()
+
+
+def leave(d: Dist) -> None:
+    """Leave the process group without waiting (an error every rank raised together)."""
+    if d.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_true(flags: torch.Tensor, d: Dist) -> list[bool]:
+    """Each of `flags` (a bool tensor) true on every rank: one all-reduce, one read, the same answer everywhere."""
+    if d.world > 1:
+        flags = flags.to(d.device, torch.int32)
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return [bool(f) for f in flags.tolist()]
 
 
 def any_true(flag: bool, d: Dist) -> bool:
-    return not all_true(not flag, d)
+    return not all_true(torch.tensor([not flag]), d)[0]
+
+
+def sync_buffers(model: torch.nn.Module, d: Dist) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank: each rank then evaluates the model rank 0 saves."""
+    if d.world > 1:
+        for b in model.buffers():
+            dist.broadcast(b, 0)
 
 
 def broadcast(obj, d: Dist):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import glob
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,11 +25,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import Config, ConfigError, build_config, load_config, parse_override
-from .dataset import BadSampleTracker, SBIDataset, build_dataset, collate_pairs
-from .distributed import Dist, all_true, any_true, broadcast, epoch_indices, finish, gather, init_distributed
+from .config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
+from .dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
+from .distributed import (Dist, all_true, any_true, barrier, broadcast, epoch_indices, finish, gather, init_distributed,
+                          leave, sync_buffers)
 from .losses import kd_loss
-from .sam import SAM, bn_stats, frozen_bn_stats, restore_bn_stats
+from .sam import SAM, BNStats, frozen_bn_stats
 from .schedule import alpha_at, sbi_lr_lambda
 
 _logger = logging.getLogger(__name__)
@@ -41,20 +44,44 @@ class Interrupted(Exception):
     """SIGINT or SIGTERM arrived: the step in progress was finished and last.pth written."""
 
 
-_stop = {"signal": None}
+_stop = {"signal": None, "at": 0.0, "saving": False}
+GRACE_S = 10.0  # a repeated signal this soon after the first is the same request (torchrun and a scheduler both send)
 
 
 def _request_stop(signum: int, frame) -> None:
-    if _stop["signal"] is not None:  # a second Ctrl-C: stop at once (last.pth still holds the last saved state)
+    if _stop["signal"] is None:
+        _stop.update(signal=signal.Signals(signum).name, at=time.monotonic())
+        _logger.warning("%s: finishing the current step, then writing last.pth (again after %.0f s to stop at once)",
+                        _stop["signal"], GRACE_S)
+    elif _stop["saving"] or time.monotonic() - _stop["at"] < GRACE_S:
+        _logger.warning("%s again: already stopping (a checkpoint write is never cut short)",
+                        signal.Signals(signum).name)
+    else:  # a deliberate second Ctrl-C: stop at once (last.pth still holds the last saved state)
         raise KeyboardInterrupt
-    _stop["signal"] = signal.Signals(signum).name
-    _logger.warning("%s: finishing the current step, then writing last.pth (again to stop at once)", _stop["signal"])
+
+
+@contextlib.contextmanager
+def saving() -> Iterator[None]:
+    """A checkpoint write: a repeated stop signal waits for its end."""
+    _stop["saving"] = True
+    try:
+        yield
+    finally:
+        _stop["saving"] = False
+
+
+def _quiet_worker(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the training process (torchrun signals whole process groups: a
+    worker killed mid-step would crash the step before last.pth is written) and decode with one OpenCV thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    cv2.setNumThreads(1)  # else OpenCV starts one thread per core in every worker of every rank
 
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGINT/SIGTERM ask the training loop to stop after the current step instead of killing it mid-write."""
-    _stop["signal"] = None
+    _stop.update(signal=None, at=0.0, saving=False)
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -83,7 +110,7 @@ def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int |
         dataset.set_epoch(epoch)
         indices = epoch_indices(len(dataset), epoch, cfg.seed, d, pairs)[skip_batches * pairs:]
     return DataLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
-                      collate_fn=collate_pairs, pin_memory=torch.cuda.is_available())
+                      collate_fn=collate_pairs, pin_memory=d.device.type == "cuda", worker_init_fn=_quiet_worker)
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> tuple[SAM, torch.optim.lr_scheduler.LambdaLR]:
@@ -103,14 +130,25 @@ def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-def _finite_grad_norm(params: list[nn.Parameter], clip: float | None) -> bool:
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip else torch.nn.utils.get_total_norm(grads)
-    return bool(torch.isfinite(norm))
+def _grad_norm(params: list[nn.Parameter], clip: float | None) -> torch.Tensor:
+    """The gradients' global norm (a tensor: no host sync), clipped in place to `clip` when given."""
+    if clip:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+
+
+SUMS = ("loss", "hard", "soft", "correct", "agree")  # kept on the device during an epoch, read once at its end
 
 
 def new_sums() -> dict:
     return dict(loss=0.0, correct=0, n=0, hard=0.0, soft=0.0, agree=0, steps=0, skipped=0, batches=0)
+
+
+def stop_on_bad_data(tracker: BadSampleTracker, anywhere: bool, final: bool = False) -> None:
+    """Raise DataQualityError on every rank when any rank's data failed too often (`anywhere`), or not at all."""
+    if anywhere:
+        tracker.check(final)
+        raise DataQualityError("another process's samples failed past max_bad_fraction; its warnings name the files")
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Config, epoch: int,
@@ -118,22 +156,24 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
                     sums: dict | None = None) -> dict:
     """One epoch of SAM steps (stage 2, with a teacher: alpha*CE + (1-alpha)*KL(T)*T^2); returns running sums.
 
-    Stops early, with sums["interrupted"] set, after the step in which SIGINT/SIGTERM arrived.
+    Stops early, with sums["interrupted"] set, after the step in which SIGINT/SIGTERM arrived. Each step reads the
+    device once: one flag tensor (step finite, no stop signal, data fine), all-reduced once over the ranks.
     """
     model.train()
     device, amp = d.device, autocast(cfg, d.device)
     params = [p for p in model.parameters() if p.requires_grad]
     alpha = alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule) if teacher is not None else 1.0
-    sums = dict(sums or new_sums(), interrupted=False)
+    sums, running = dict(sums or new_sums(), interrupted=False), torch.zeros(len(SUMS), device=device)
     consecutive = 0
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    bn_before, bn_pass2 = BNStats(model), BNStats(model)
     # disable=None: no bar when stderr is not a terminal (log files); the per-epoch log line stays
     bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epoch}", leave=False, dynamic_ncols=True,
                disable=None if d.is_main else True)
     for batch in bar:
         tracker.update(batch["failures"], len(batch["labels"]) // 2)
         images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=memory)
-        labels = batch["labels"].to(device)
+        labels = batch["labels"].to(device, non_blocking=True)
         x = student_view(images, cfg.student_size)
         if teacher is not None:
             with torch.no_grad(), amp:  # once per batch: the same input gives the same logits in both SAM passes
@@ -142,64 +182,59 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
         def loss_of(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             if teacher is None:
                 ce = F.cross_entropy(logits.float(), labels)
-                return ce, ce, torch.zeros(())
+                return ce, ce, torch.zeros((), device=device)
             return kd_loss(logits, t_logits, labels, alpha, cfg.temperature)
 
         # pass 1: gradient at w, local to each rank (SAM's authors perturb with each worker's own gradient);
         # BN running statistics move in this pass only
         optimizer.zero_grad(set_to_none=True)
-        bn_before = bn_stats(model)  # put back if the step is skipped: NaN activations would poison them
+        bn_before.save()  # put back if the step is skipped: NaN activations would poison them
         with model.no_sync() if isinstance(model, DDP) else contextlib.nullcontext():
             with amp:
                 logits = model(x)
             loss, hard, soft = loss_of(logits)
-            ok = all_true(bool(torch.isfinite(loss)), d)  # every rank takes the same branch, or DDP deadlocks
-            if ok:
-                loss.backward()
-        ok = ok and all_true(_finite_grad_norm(params, None), d)
-        if ok:
-            optimizer.first_step()  # climb to w + e(w)
-            optimizer.zero_grad(set_to_none=True)
-            # pass 2: gradient at w + e(w), averaged over ranks, clipped, applied at w by second_step
-            with frozen_bn_stats(model):
-                with amp:
-                    loss2 = loss_of(model(x))[0]
-                ok = all_true(bool(torch.isfinite(loss2)), d)
-                if ok:
-                    loss2.backward()
-            ok = ok and _finite_grad_norm(params, cfg.grad_clip)  # after the all-reduce: equal on every rank
-            if ok:
-                optimizer.second_step()
-            else:
-                optimizer.restore()
+            loss.backward()
+        optimizer.first_step()  # climb to w + e(w); a non-finite gradient here makes pass 2 non-finite everywhere
+        optimizer.zero_grad(set_to_none=True)
+        # pass 2: gradient at w + e(w), averaged over ranks (so its norm, and the decision, is every rank's),
+        # clipped, applied at w by second_step. Always backward: a synced forward alone leaves DDP's reducer armed.
+        with frozen_bn_stats(model, bn_pass2):
+            with amp:
+                loss2 = loss_of(model(x))[0]
+            loss2.backward()
+        finite = torch.isfinite(_grad_norm(params, cfg.grad_clip)) & torch.isfinite(loss)
+        ok, go_on, data_ok = all_true(torch.stack([finite, torch.tensor(_stop["signal"] is None, device=device),
+                                                   torch.tensor(not tracker.exceeded(), device=device)]), d)
         sums["batches"] += 1
-        if not ok:
+        if ok:
+            optimizer.second_step()
+            consecutive, n = 0, len(labels)
+            correct = (logits.argmax(1) == labels).sum()
+            agree = (logits.argmax(1) == t_logits.argmax(1)).sum() if teacher is not None else correct * 0
+            running += torch.stack([loss.detach() * n, hard.detach() * n, soft.detach() * n, correct, agree])
+            sums["n"] += n
+            sums["steps"] += 1
+        else:
+            optimizer.restore()
+            optimizer.zero_grad(set_to_none=True)
+            bn_before.restore()
             sums["skipped"] += 1
             consecutive += 1
-            optimizer.zero_grad(set_to_none=True)
-            restore_bn_stats(bn_before)
             if consecutive >= cfg.max_consecutive_nonfinite:
                 raise NonFiniteError(
                     f"{consecutive} consecutive steps had a non-finite loss or gradient (epoch {epoch}). Likely causes: "
                     f"lr too high (now {optimizer.param_groups[0]['lr']:.2e}); in stage 2, a student that was not "
                     f"pre-trained in stage 1 (its logits are far from the teacher's, see the guide's NaN section); "
                     f"or corrupt input data. Lower lr, start stage 2 from the stage-1 BEST.pth, or check the data.")
-        else:
-            consecutive = 0
-            n = len(labels)
-            sums["loss"] += loss.item() * n
-            sums["hard"] += hard.item() * n
-            sums["soft"] += soft.item() * n
-            sums["correct"] += (logits.argmax(1) == labels).sum().item()
-            sums["n"] += n
-            sums["steps"] += 1
-            if teacher is not None:
-                sums["agree"] += (logits.argmax(1) == t_logits.argmax(1)).sum().item()
-            bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}", acc=f"{sums['correct'] / sums['n']:.3f}",
+        stop_on_bad_data(tracker, not data_ok)
+        if sums["batches"] % 20 == 0 and sums["n"]:  # the bar reads the device sums now and then, not every step
+            bar.set_postfix(loss=f"{running[0].item() / sums['n']:.4f}", acc=f"{running[3].item() / sums['n']:.3f}",
                             lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        if any_true(_stop["signal"] is not None, d):
+        if not go_on:
             sums["interrupted"] = True
             break
+    for key, value in zip(SUMS, running.tolist()):
+        sums[key] += value
     return sums
 
 
@@ -216,21 +251,24 @@ def epoch_stats(sums: dict, alpha: float | None, d: Dist = Dist()) -> dict:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tracker: BadSampleTracker | None = None,
              amp: contextlib.AbstractContextManager | None = None) -> dict:
-    """Loss, accuracy and ROC AUC of softmax[:, 1] over the val reals and their SBI fakes, gathered from all ranks."""
+    """Loss, accuracy and ROC AUC of softmax[:, 1] over the val reals and their SBI fakes, gathered from all ranks.
+
+    Inputs go to the model's own device."""
     model.eval()
-    probs, targets, loss_sum = [], [], 0.0
+    device = next(model.parameters()).device
+    probs, targets, loss_sum = [], [], torch.zeros((), device=device)
     for batch in tqdm(loader, desc="val", leave=False, dynamic_ncols=True, disable=None if d.is_main else True):
         if tracker is not None:
             tracker.update(batch["failures"], len(batch["labels"]) // 2)
         with amp or contextlib.nullcontext():
-            logits = model(student_view(batch["images"].to(d.device), size))
-        logits, labels = logits.float(), batch["labels"].to(d.device)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        probs.append(logits.softmax(1)[:, 1].cpu())
-        targets.append(labels.cpu())
+            logits = model(student_view(batch["images"].to(device, non_blocking=True), size))
+        logits, labels = logits.float(), batch["labels"].to(device, non_blocking=True)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        probs.append(logits.softmax(1)[:, 1])
+        targets.append(labels)
     from sklearn.metrics import roc_auc_score  # noqa: PLC0415 (keeps scikit-learn's start-up out of other processes)
 
-    parts = gather((torch.cat(probs).numpy(), torch.cat(targets).numpy(), loss_sum), d)
+    parts = gather((torch.cat(probs).cpu().numpy(), torch.cat(targets).cpu().numpy(), loss_sum.item()), d)
     probs, targets = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     auc = float(roc_auc_score(targets, probs)) if np.isfinite(probs).all() else float("nan")
     return dict(val_loss=sum(p[2] for p in parts) / len(targets), val_acc=float(((probs > 0.5) == targets).mean()),
@@ -268,6 +306,17 @@ def run_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+WEIGHT_GLOBS = ("teacher_weights", "pretrained_student_weights", "student_imagenet_weights")
+
+
+def _newest(pattern: str, key: str) -> str:
+    """The newest file matching `pattern`, or the pattern itself when none does (its user reports that)."""
+    try:
+        return str(resolve_path(pattern, key))
+    except FileNotFoundError:
+        return pattern
+
+
 def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None
                 ) -> tuple[Config, Path, dict | None, Dist]:
     """A new run folder for `name` (made by rank 0), or the folder of the run to resume with its last.pth state."""
@@ -275,21 +324,26 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
     setup_logging()
     if not d.is_main:
         logging.getLogger().setLevel(logging.WARNING)
-    if resume:
+    if resume:  # rank 0 reads the run folder (other nodes may not see it) and hands it to every rank
         run_dir = Path(resume)
         last = run_dir / "weights" / "last.pth"
-        if not last.is_file():
+        found = broadcast(last.is_file() if d.is_main else None, d)
+        if not found:
             raise FileNotFoundError(f"cannot resume: {last} does not exist (is {run_dir} a run folder of this project?)")
-        values = json.loads((run_dir / "config.json").read_text())
+        values, state = broadcast((json.loads((run_dir / "config.json").read_text()), checkpoint.load(last))
+                                  if d.is_main else None, d)
         values.update(parse_override(o) for o in overrides)
         cfg = build_config(values, source=str(run_dir / "config.json"))
-        state = checkpoint.load(last)
         _logger.info("resuming %s after epoch %d, step %d (config from its config.json; %s is not read)", run_dir,
                      state["epoch"], state["step"], config_path)
     else:
         cfg = load_config(config_path, overrides)
         run_dir = Path(cfg.output_dir) / f"{name}_{datetime.now():%Y%m%d-%H%M%S}"
         state = None
+    for key in WEIGHT_GLOBS:  # resolved once, on rank 0: every node loads the same file, and config.json names it
+        pattern = getattr(cfg, key)
+        if pattern and glob.has_magic(pattern):
+            setattr(cfg, key, broadcast(_newest(pattern, key) if d.is_main else None, d))
     if cfg.batch_size % (2 * d.world):
         raise ConfigError(f"batch_size {cfg.batch_size} (images, global) must split into real/fake pairs over "
                           f"{d.world} processes: use a multiple of {2 * d.world}")
@@ -354,12 +408,55 @@ def plot_curves(run_dir: Path) -> None:
     plt.close(fig)
 
 
+def _speed_settings(cfg: Config, device: torch.device) -> None:
+    """On CUDA: cuDNN picks the fastest kernels for the fixed input sizes, float32 matmuls and convs use TF32."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    elif cfg.amp:
+        _logger.info("amp '%s' is ignored on the CPU: training in float32", cfg.amp)
+
+
+def compiled(module: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    """torch.compile(module) on CUDA when cfg.compile asks for it; the module itself elsewhere or where it fails."""
+    if not cfg.compile:
+        return module
+    if device.type != "cuda":
+        _logger.info("compile is ignored on the CPU")
+        return module
+    try:
+        return torch.compile(module)
+    except Exception as e:  # noqa: BLE001 (any backend failure: train uncompiled rather than not at all)
+        _logger.warning("torch.compile failed (%s: %s): running uncompiled", type(e).__name__, e)
+        return module
+
+
+def _resume_sums(saved: dict | list | None, d: Dist) -> dict | None:
+    """This rank's running sums from a mid-epoch last.pth (one dict per rank; another world size: all on rank 0)."""
+    if saved is None:
+        return None
+    per_rank = saved if isinstance(saved, list) else [saved]
+    if len(per_rank) == d.world:
+        return per_rank[d.rank]
+    return {k: sum(s[k] for s in per_rank) for k in new_sums()} if d.is_main else new_sums()
+
+
 def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None = None,
         state: dict | None = None, d: Dist = Dist()) -> Path:
-    """Train `model` for cfg.epoch epochs (stage 2 when a teacher is given); returns the weights folder."""
+    """Train `model` for cfg.epoch epochs (stage 2 when a teacher is given); returns the weights folder.
+
+    Under torchrun every rank raises the same error together, and leaves the process group before it does."""
+    try:
+        return _fit(cfg, run_dir, model, arch, teacher, state, d)
+    except BaseException:
+        leave(d)
+        raise
+
+
+def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None, state: dict | None,
+         d: Dist) -> Path:
     device = d.device
-    if cfg.amp and device.type != "cuda":
-        _logger.info("amp '%s' is ignored on the CPU: training in float32", cfg.amp)
+    _speed_settings(cfg, device)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     raw = model.to(device, memory_format=memory)
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
@@ -383,12 +480,13 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mod
         for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * factor(scheduler.last_epoch)  # this config's schedule, also if --set changed epoch
         torch.set_rng_state(state["rng"])  # data randomness is seeded per sample, not from here
-        start, skip, sums = state["epoch"] + 1, state["step"], state["sums"]
+        start, skip, sums = state["epoch"] + 1, state["step"], _resume_sums(state["sums"], d)
         if d.is_main:
             _truncate_log(run_dir, state["epoch"])
-    model = DDP(raw, device_ids=[d.local_rank] if device.type == "cuda" else None) if d.world > 1 else raw
+    net = compiled(raw, cfg, device)
+    model = DDP(net, device_ids=[device] if device.type == "cuda" else None) if d.world > 1 else net
     if teacher is not None:
-        teacher.to(device, memory_format=memory)  # never wrapped in DDP: it is frozen
+        teacher = compiled(teacher.to(device, memory_format=memory), cfg, device)  # never in DDP: it is frozen
         if state is None:
             auc = evaluate(teacher, val_loader, cfg.image_size, d, amp=autocast(cfg, device))["val_auc"]
             _logger.info("teacher val AUC: %.4f", auc)
@@ -408,15 +506,20 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mod
             loader = make_loader(train_set, cfg, d, epoch, skip)
             sums = train_one_epoch(model, loader, optimizer, cfg, epoch, tracker, teacher, d, sums)
             if sums.pop("interrupted"):
+                every_rank = gather(sums, d)  # resume gives each rank its own sums back
                 if d.is_main:
-                    checkpoint.atomic_save(snapshot(epoch - 1, step=sums["batches"], sums=sums, top_k=saver.ranked),
-                                           run_dir / "weights" / "last.pth")
+                    with saving():
+                        checkpoint.atomic_save(snapshot(epoch - 1, step=sums["batches"], sums=every_rank,
+                                                        top_k=saver.ranked), run_dir / "weights" / "last.pth")
+                barrier(d)  # the other ranks wait for rank 0's save before they exit
                 raise Interrupted(f"stopped by {_stop['signal']} in epoch {epoch} after {sums['batches']} steps; "
                                   f"last.pth is written. Continue with --resume {run_dir}")
             train = epoch_stats(sums, alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule)
                                 if teacher is not None else None, d)
-            val = evaluate(raw, val_loader, cfg.student_size, d, tracker, autocast(cfg, device))
-            bad = tracker.end_epoch()
+            sync_buffers(raw, d)  # every rank validates the weights and BN statistics that rank 0 saves
+            val = evaluate(net, val_loader, cfg.student_size, d, tracker, autocast(cfg, device))
+            stop_on_bad_data(tracker, any_true(tracker.exceeded(final=True), d), final=True)
+            bad = sum(gather(tracker.end_epoch(), d))
             scheduler.step()
             skip, sums = 0, None
             if not math.isfinite(val["val_auc"]):
@@ -425,7 +528,8 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mod
                 continue
             row = dict(epoch=epoch, lr=lr, **train, **val, bad_samples=bad, seconds=round(time.time() - t0, 1))
             _log_epoch(run_dir, row)  # before last.pth: a resume drops rows past its epoch, so none is doubled
-            saved = saver.save(snapshot(epoch, val_auc=val["val_auc"], step=0, sums=None), epoch, val["val_auc"])
+            with saving():
+                saved = saver.save(snapshot(epoch, val_auc=val["val_auc"], step=0, sums=None), epoch, val["val_auc"])
             plot_curves(run_dir)
             _logger.info("epoch %d: %s%s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                            for k, v in row.items() if k != "epoch"),

@@ -6,6 +6,7 @@ again (under `frozen_bn_stats`), then `second_step()` returns to w and lets the 
 from __future__ import annotations
 
 import contextlib
+from functools import reduce
 from typing import Any, Iterator
 
 import torch
@@ -25,33 +26,35 @@ class SAM(torch.optim.Optimizer):
         super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
+        self._saved: list | None = None  # (params, copies of w) per group, between first_step and restore
 
     @torch.no_grad()
     def first_step(self) -> None:
-        """Save w and move to w + e(w), e(w) = rho * g / ||g|| (ASAM: rho * w^2 * g / ||w * g||); global norm."""
-        with_grad = [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
-        if not with_grad:
+        """Save w and move to w + e(w), e(w) = rho * g / ||g|| (ASAM: rho * w^2 * g / ||w * g||); global norm.
+
+        Each part is one fused multi-tensor operation over all parameters (no Python loop of small kernels).
+        """
+        groups = [(group, [p for p in group["params"] if p.grad is not None]) for group in self.param_groups]
+        groups = [(group, params) for group, params in groups if params]
+        if not groups:
             return
-        device = with_grad[0][0].device
-        norm = torch.linalg.vector_norm(torch.stack([  # low-precision grads: norms in float32 (no fp16 overflow)
-            torch.linalg.vector_norm(
-                (p.abs() if group["adaptive"] else 1.0) * p.grad, dtype=torch.promote_types(p.dtype, torch.float32)
-            ).to(device)
-            for p, group in with_grad
-        ]))
-        for p, group in with_grad:
-            scale = (group["rho"] / (norm + 1e-12)).to(p)
-            self.state[p]["old_p"] = p.clone()
-            p.add_((p.square() if group["adaptive"] else 1.0) * p.grad * scale)
+        absw = [torch._foreach_abs(params) if group["adaptive"] else None for group, params in groups]
+        scaled = [[p.grad for p in params] if a is None else torch._foreach_mul([p.grad for p in params], a)
+                  for (_, params), a in zip(groups, absw)]  # g, or ASAM's |w| g
+        flat = [g for part in scaled for g in part]  # low-precision grads: norms in float32 (no fp16 overflow)
+        norms = torch._foreach_norm(flat, 2, dtype=reduce(torch.promote_types, {g.dtype for g in flat}, torch.float32))
+        norm = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+        self._saved = [(params, torch._foreach_mul(params, 1.0)) for _, params in groups]
+        for (group, params), grads, a in zip(groups, scaled, absw):
+            step = grads if a is None else torch._foreach_mul(grads, a)  # ASAM: w^2 g
+            torch._foreach_add_(params, torch._foreach_mul(step, (group["rho"] / (norm + 1e-12)).to(params[0])))
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put back the exact weights saved by `first_step` (no-op when none are saved)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                old_p = self.state[p].pop("old_p", None)
-                if old_p is not None:
-                    p.copy_(old_p)
+        for params, old in self._saved or []:
+            torch._foreach_copy_(params, old)
+        self._saved = None
 
     def second_step(self) -> None:
         """Return to w and step the base optimizer with the gradient taken at w + e(w)."""
@@ -76,24 +79,31 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups  # loading builds new group dicts
 
 
-def bn_stats(model: torch.nn.Module) -> list[tuple[_BatchNorm, dict[str, torch.Tensor]]]:
-    """A copy of every BatchNorm's running_mean, running_var and num_batches_tracked."""
-    return [(m, {k: getattr(m, k).clone() for k in ("running_mean", "running_var", "num_batches_tracked")
-                 if getattr(m, k) is not None})
-            for m in model.modules() if isinstance(m, _BatchNorm)]
+class BNStats:
+    """Every BatchNorm's running_mean, running_var and num_batches_tracked: `save()` copies them aside and
+    `restore()` copies them back in place (DDP keeps references to the buffers), each one fused operation."""
 
+    def __init__(self, model: torch.nn.Module):
+        self.buffers = [b for m in model.modules() if isinstance(m, _BatchNorm)
+                        for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+        self.saved = [b.clone() for b in self.buffers]
 
-@torch.no_grad()
-def restore_bn_stats(saved: list[tuple[_BatchNorm, dict[str, torch.Tensor]]]) -> None:
-    """Copy a `bn_stats` snapshot back in place (DDP keeps references to the buffers)."""
-    for m, buffers in saved:
-        for k, v in buffers.items():
-            getattr(m, k).copy_(v)
+    @torch.no_grad()
+    def save(self) -> "BNStats":
+        if self.buffers:
+            torch._foreach_copy_(self.saved, self.buffers)
+        return self
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.buffers:
+            torch._foreach_copy_(self.buffers, self.saved)
 
 
 @contextlib.contextmanager
-def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
-    """Restore every BatchNorm's running_mean, running_var and num_batches_tracked on exit.
+def frozen_bn_stats(model: torch.nn.Module, stats: BNStats | None = None) -> Iterator[None]:
+    """Restore every BatchNorm's running_mean, running_var and num_batches_tracked on exit (`stats`: a reusable
+    BNStats of `model`).
 
     Wrap SAM's second forward and backward in it (the backward needs the buffers it saw, so they are restored
     after it): that pass still runs in train mode and normalises with batch statistics, but its statistics come
@@ -101,8 +111,8 @@ def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
     statistics must be updated there only. Setting momentum=0 instead still increments num_batches_tracked,
     which shifts the 1 / num_batches_tracked cumulative average of momentum=None layers.
     """
-    saved = bn_stats(model)
+    stats = (stats or BNStats(model)).save()
     try:
         yield
     finally:
-        restore_bn_stats(saved)
+        stats.restore()

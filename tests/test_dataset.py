@@ -135,9 +135,13 @@ def test_tracker_aborts_past_the_allowed_fraction(caplog):
     tracker.update([("a.png", "unreadable frame")], 199)
     with caplog.at_level(logging.WARNING):
         tracker.update([("a.png", "unreadable frame")], 100)  # the same file is logged once
+    assert caplog.text.count("a.png") == 1 and not tracker.exceeded(final=True)
     assert tracker.end_epoch() == 2
+    tracker.update([("b.png", "x")], 20)
+    assert not tracker.exceeded() and tracker.exceeded(final=True)  # mid-epoch, only from 200 samples on
+    tracker.update([("c.png", "y"), ("d.png", "z")], 180)
     with pytest.raises(DataQualityError, match=r"3 of 203 samples failed .*max_bad_fraction"):
-        tracker.update([("b.png", "x"), ("c.png", "y"), ("d.png", "z")], 200)
+        tracker.check()
 
 
 def test_empty_split_names_where_it_looked(copy):
