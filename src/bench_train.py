@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from .config import Config, load_config
 from .dataset import BadSampleTracker
 from .distributed import finish, init_distributed
-from .engine import make_optimizer, student_view, train_one_epoch
+from .engine import speed_settings, autocast, compiled, make_optimizer, student_view, train_one_epoch
 from .models import create_classifier
 
 
@@ -37,65 +37,79 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _timed(fn, steps: int) -> float:
-    fn()  # warm-up
+def _timed(fn, steps: int, device: torch.device) -> float:
+    """Seconds per call of `fn` after one warm-up call (CUDA work is waited for)."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
 def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, port: int = 0,
-            threads: int | None = None) -> dict:
-    """Seconds per training step (and its parts) of `stage`, in this process (rank `rank` of `world` over gloo)."""
+            threads: int | None = None, cpu: bool = False) -> dict:
+    """Seconds per training step (and its parts) of `stage`, in this process (rank `rank` of `world` over gloo).
+
+    The step is the engine's, with the config's amp, channels_last and compile; `cpu` keeps it off CUDA."""
     if threads:
         torch.set_num_threads(threads)
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                           LOCAL_RANK=str(rank))
-    d = init_distributed()
+    d = init_distributed(cpu=cpu)
     torch.manual_seed(0)
-    device = d.device
-    model = create_classifier(cfg.model).to(device)
-    teacher = create_classifier(cfg.teacher_arch).to(device).eval().requires_grad_(False) if stage == 2 else None
+    device, memory = d.device, torch.channels_last if cfg.channels_last else torch.contiguous_format
+    speed_settings(cfg, device)
+    model = create_classifier(cfg.model).to(device, memory_format=memory)
+    teacher = None
+    if stage == 2:
+        teacher = create_classifier(cfg.teacher_arch).to(device, memory_format=memory).eval().requires_grad_(False)
+        teacher = compiled(teacher, cfg, device)
     optimizer, _ = make_optimizer(model, cfg)
-    wrapped = DDP(model) if d.world > 1 else model
+    net = compiled(model, cfg, device)
+    wrapped = DDP(net) if d.world > 1 else net
     n = cfg.batch_size // d.world
-    images = torch.rand(n, 3, cfg.image_size, cfg.image_size, device=device)
+    images = torch.rand(n, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=memory)
     batch = {"images": images, "labels": torch.arange(n, device=device) % 2, "failures": []}
     tracker = BadSampleTracker(1.0)
-
-    def step() -> None:
-        train_one_epoch(wrapped, [batch], optimizer, cfg, 1, tracker, teacher, d)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    out = {"step": _timed(step, steps), "peak_mb": _peak_memory_mb(device)}
+    out = {"step": _timed(lambda: train_one_epoch(wrapped, [batch], optimizer, cfg, 1, tracker, teacher, d), steps,
+                          device), "peak_mb": _peak_memory_mb(device),
+           "memory": "CUDA memory" if device.type == "cuda" else "RSS"}
     if d.world > 1:
         finish(d)
         return out
-    x = student_view(images, cfg.student_size)
-    out["student_fwd_bwd"] = _timed(lambda: model(x).sum().backward(), steps)
+    x, amp = student_view(images, cfg.student_size), autocast(cfg, device)
+
+    def student_fwd_bwd() -> None:
+        with amp:
+            logits = net(x)
+        logits.float().sum().backward()
+
+    out["student_fwd_bwd"] = _timed(student_fwd_bwd, steps, device)
     if teacher is not None:
-        with torch.no_grad():
-            out["teacher_fwd"] = _timed(lambda: teacher(images), steps)
+        with torch.no_grad(), amp:
+            out["teacher_fwd"] = _timed(lambda: teacher(images), steps, device)
     return out
 
 
-def in_fresh_processes(cfg: Config, stage: int, steps: int, world: int = 1, threads: int | None = None) -> dict:
+def in_fresh_processes(cfg: Config, stage: int, steps: int, world: int = 1, threads: int | None = None,
+                       cpu: bool = False) -> dict:
     """`measure` in `world` new processes; the slowest rank's step time, the largest peak memory."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(measure, cfg, stage, steps, rank, world, port, threads) for rank in range(world)]
+        jobs = [pool.submit(measure, cfg, stage, steps, rank, world, port, threads, cpu) for rank in range(world)]
         results = [job.result() for job in jobs]
     return {**results[0], "step": max(r["step"] for r in results), "peak_mb": max(r["peak_mb"] for r in results)}
 
 
 def _line(name: str, r: dict, images: int) -> str:
-    memory = "CUDA memory" if torch.cuda.is_available() else "RSS"
-    return f"{name}: {r['step']:.3f} s/step, {images / r['step']:.1f} images/s, peak {memory} {r['peak_mb']:.0f} MB"
+    return f"{name}: {r['step']:.3f} s/step, {images / r['step']:.1f} images/s, peak {r['memory']} {r['peak_mb']:.0f} MB"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     b = cfg.batch_size
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{cfg.model} at {cfg.student_size} px (crops at {cfg.image_size} px), batch {b} images, {device}, "
-          f"{args.steps} steps")
+          f"{args.steps} steps, amp {cfg.amp}, channels_last {cfg.channels_last}, compile {cfg.compile}")
     r1 = in_fresh_processes(cfg, 1, args.steps)
     print(_line("stage 1", r1, b) + f" (student forward+backward {r1['student_fwd_bwd']:.3f} s)")
     if args.stage == 2:
@@ -129,9 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.nproc > 1:
         if b % (2 * args.nproc):
             raise SystemExit(f"--nproc {args.nproc} needs a batch that is a multiple of {2 * args.nproc}")
+        # CPU processes over gloo, also on a CUDA machine: this measures DDP's synchronisation, not the GPUs
         one = in_fresh_processes(dataclasses.replace(cfg, batch_size=b // args.nproc), args.stage, args.steps,
-                                 threads=1)
-        many = in_fresh_processes(cfg, args.stage, args.steps, world=args.nproc, threads=1)
+                                 threads=1, cpu=True)
+        many = in_fresh_processes(cfg, args.stage, args.steps, world=args.nproc, threads=1, cpu=True)
         print(f"stage {args.stage}, 1 thread per process: 1 process x {b // args.nproc} images {one['step']:.3f} "
               f"s/step; {args.nproc} gloo processes x {b // args.nproc} images {many['step']:.3f} s/step "
               f"({b / many['step']:.1f} images/s), scaling efficiency {one['step'] / many['step']:.0%}, "

@@ -408,7 +408,7 @@ def plot_curves(run_dir: Path) -> None:
     plt.close(fig)
 
 
-def _speed_settings(cfg: Config, device: torch.device) -> None:
+def speed_settings(cfg: Config, device: torch.device) -> None:
     """On CUDA: cuDNN picks the fastest kernels for the fixed input sizes, float32 matmuls and convs use TF32."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -456,7 +456,7 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mod
 def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None, state: dict | None,
          d: Dist) -> Path:
     device = d.device
-    _speed_settings(cfg, device)
+    speed_settings(cfg, device)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     raw = model.to(device, memory_format=memory)
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")

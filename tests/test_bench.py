@@ -1,7 +1,11 @@
 """The benchmark commands run on tiny settings and print every figure (their numbers are not asserted)."""
 import json
 
+import torch
+
 from src import bench_data, bench_train
+from src.config import Config
+from src.engine import compiled
 
 
 def test_bench_data_prints_both_mask_types_and_every_stage(tmp_path, capsys):
@@ -23,3 +27,19 @@ def test_bench_train_prints_both_stages_and_the_ratio(tmp_path, capsys):
     assert "stage 2 / stage 1 step time" in out and "expected" in out
     assert "teacher recipe" in out and "stage 1 student / teacher recipe" in out
     assert "2 gloo processes" in out and "scaling efficiency" in out
+
+
+def test_bench_train_processes_stay_on_the_cpu_where_cuda_exists(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: --nproc still measures gloo CPUs
+    cfg = Config(model="test_efficientnet", image_size=32, student_image_size=None, batch_size=4)
+    out = bench_train.measure(cfg, 1, 1, cpu=True)
+    assert out["memory"] == "RSS" and out["step"] > 0 and out["student_fwd_bwd"] > 0
+
+
+def test_compile_falls_back_to_the_module_where_it_fails(monkeypatch, caplog):
+    module, cfg = torch.nn.Linear(2, 2), Config(compile=True)
+    assert compiled(module, cfg, torch.device("cpu")) is module  # CPU: not compiled
+    monkeypatch.setattr(torch, "compile", lambda m: (_ for _ in ()).throw(RuntimeError("no triton")))
+    with caplog.at_level("WARNING"):
+        assert compiled(module, cfg, torch.device("cuda")) is module
+    assert "torch.compile failed (RuntimeError: no triton)" in caplog.text

@@ -1,6 +1,7 @@
 """The training engine and both entry scripts, end to end on generated data with tiny models."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,6 +76,9 @@ def test_stage2_distils_from_the_stage1_checkpoint(config, monkeypatch):
     n_train_batches, n_val_batches = 1, 1  # 4 train and 4 val frames, 4 pairs per batch
     assert len(calls) == 2 * n_train_batches + n_val_batches  # teacher val check + one forward per train batch
     assert all(shape[-1] == 48 for shape in calls)  # the teacher sees image_size, the student student_image_size
+    used = json.loads((run / "config.json").read_text())  # globs resolved once (on rank 0): the file itself
+    assert used["teacher_weights"] == used["pretrained_student_weights"] and "*" not in used["teacher_weights"]
+    assert Path(used["teacher_weights"]).is_file() and Path(used["teacher_weights"]).match("s1_*/weights/BEST.pth")
 
 
 def test_stage2_refuses_a_student_without_stage1(config):

@@ -1,5 +1,6 @@
 """Scale and resilience: torchrun with gloo on the CPU, SIGINT mid-epoch, precision options, output checks."""
 import contextlib
+import csv
 import os
 import signal
 import socket
@@ -49,6 +50,9 @@ def test_torchrun_two_cpu_processes(config):
     cfg = load_config(config)
     single = evaluate(model, make_loader(build_dataset(cfg, "val"), cfg), cfg.student_size)
     assert single["val_auc"] == pytest.approx(ckpt["val_auc"], abs=1e-6)  # gathered predictions: each sample once
+    row = next(r for r in csv.DictReader(open(run / "log.csv")) if int(r["epoch"]) == ckpt["epoch"])
+    # the loss moves with the BatchNorm statistics: every rank validated rank 0's, the ones saved
+    assert single["val_loss"] == pytest.approx(float(row["val_loss"]), rel=1e-5)
 
 
 def test_sigint_mid_epoch_writes_last_and_resumes_to_identical_weights(config, monkeypatch):

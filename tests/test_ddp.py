@@ -1,0 +1,155 @@
+"""DDP under torchrun, proved on the CPU with gloo: what the ranks validate, SAM's skipped steps, collective errors,
+stopping by SIGTERM, and the device each process picks."""
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+import torch
+from torch import nn
+
+from src import checkpoint
+from src.config import Config
+from src.dataset import BadSampleTracker, DataQualityError
+from src.distributed import Dist, init_distributed, leave
+from src.engine import _resume_sums, make_optimizer, new_sums, train_one_epoch
+from src.synthetic import generate_dataset
+
+from test_resilience import _free_port
+
+
+def run_ranks(fn, world: int = 2, *args) -> list:
+    """fn(d, *args) in `world` fresh processes joined over gloo; their results in rank order."""
+    port = _free_port()
+    with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(_rank, fn, rank, world, port, *args) for rank in range(world)]
+        return [job.result(timeout=120) for job in jobs]
+
+
+def _rank(fn, rank: int, world: int, port: int, *args):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    d = init_distributed(cpu=True)
+    try:
+        return fn(d, *args)
+    finally:
+        leave(d)
+
+
+class Net(nn.Module):
+    """A small conv net with BatchNorm; pass `poison` forward calls (1-based) return NaN logits."""
+
+    def __init__(self, poison: tuple[int, ...] = ()):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(4, 2))
+        self.poison, self.calls = poison, 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.body(x)
+        return out * float("nan") if self.calls in self.poison else out
+
+
+CFG = Config(image_size=16, student_image_size=None, epoch=1, batch_size=8, lr=0.1, grad_clip=None)
+
+
+def batches(d: Dist, n: int) -> list[dict]:
+    g = torch.Generator().manual_seed(100 + d.rank)  # each rank its own data, as a DistributedSampler gives
+    return [{"images": torch.rand(4, 3, 16, 16, generator=g), "labels": torch.tensor([0, 0, 1, 1]), "failures": []}
+            for _ in range(n)]
+
+
+def _pass1_grads_after_a_skipped_pass2(d: Dist) -> dict:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    raw = Net(poison=(2,))  # step 1's pass 2 is not finite: the step is skipped
+    optimizer, _ = make_optimizer(raw, CFG)
+    seen = []
+    first_step = optimizer.first_step
+
+    def record():
+        seen.append(raw.body[5].weight.grad.clone())
+        first_step()
+
+    optimizer.first_step = record
+    sums = train_one_epoch(DDP(raw), batches(d, 2), optimizer, CFG, 1, BadSampleTracker(1.0), None, d)
+    return {"skipped": sums["skipped"], "steps": sums["steps"], "grad": seen[1]}
+
+
+def test_a_skipped_second_pass_leaves_the_next_first_pass_local():
+    r0, r1 = run_ranks(_pass1_grads_after_a_skipped_pass2)
+    assert r0["skipped"] == r1["skipped"] == 1 and r0["steps"] == r1["steps"] == 1
+    assert not torch.allclose(r0["grad"], r1["grad"])  # step 2's pass 1: each rank's own gradient, not the mean
+
+
+def _bad_data_on_rank_1(d: Dist) -> str:
+    tracker = BadSampleTracker(0.01)
+    if d.rank == 1:
+        tracker.update([(f"{i}.png", "unreadable") for i in range(10)], 200)
+    raw = Net()
+    try:
+        train_one_epoch(raw, batches(d, 3), make_optimizer(raw, CFG)[0], CFG, 1, tracker, None, d)
+    except DataQualityError as e:
+        return str(e)
+    return "no error"
+
+
+def test_bad_data_on_one_rank_stops_every_rank_together():
+    r0, r1 = run_ranks(_bad_data_on_rank_1)
+    assert "another process" in r0 and "10 of 212 samples failed" in r1  # its first step added 2 good samples
+
+
+def test_resume_gives_each_rank_its_own_sums():
+    a, b = dict(new_sums(), batches=3, n=12, loss=1.0), dict(new_sums(), batches=3, n=12, loss=2.0)
+    assert _resume_sums([a, b], Dist(1, 2)) == b
+    assert _resume_sums([a, b], Dist(0, 1))["loss"] == 3.0  # another world size: everything on rank 0
+    assert _resume_sums([a, b], Dist(1, 3)) == new_sums()
+    assert _resume_sums(a, Dist()) == a  # a last.pth of a single process
+
+
+def test_each_process_picks_its_gpu_or_the_only_one_it_sees(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert Dist(5, 8, 2).device == torch.device("cuda", 2) and Dist(5, 8, 2, cpu=True).device.type == "cpu"
+    with pytest.raises(RuntimeError, match="sees only 4 GPUs"):
+        Dist(5, 8, 6).device
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # the scheduler shows each process one GPU
+    assert Dist(5, 8, 6).device == torch.device("cuda", 0)
+
+
+def test_sigterm_to_torchrun_mid_epoch_saves_that_step_and_resume_continues(tmp_path):
+    root = generate_dataset(tmp_path / "data", videos=6, frames=24, frame_size=(96, 80), face_size=40)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(dict(data_root=str(root), output_dir=str(tmp_path / "output"), image_size=32,
+                                      student_image_size=None, model="test_efficientnet", num_workers=2, epoch=3,
+                                      batch_size=4, lr=1e-3, optimizer="adamw")))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+    def torchrun(*args):
+        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                                 "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "train_student_only.py",
+                                 str(config), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+
+    job = torchrun("-n", "stopped")
+    deadline = time.time() + 240
+    while not list((tmp_path / "output").glob("stopped_*/log.csv")) and job.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(job.pid, signal.SIGTERM)  # to torchrun alone: it forwards SIGTERM to each worker's process group
+    err = job.communicate(timeout=120)[1]
+    run = next((tmp_path / "output").glob("stopped_*"))
+    assert "last.pth is written" in err, err[-3000:]
+    last = checkpoint.load(run / "weights" / "last.pth")
+    assert last["epoch"] == 1 and last["step"] > 0, (last["epoch"], last["step"])  # mid-epoch 2, not its start
+    assert [s["batches"] for s in last["sums"]] == [last["step"]] * 2  # both ranks' running sums
+    resumed = torchrun("-n", "ignored", "--resume", str(run))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+    assert [line.split(",")[0] for line in (run / "log.csv").read_text().splitlines()] == ["epoch", "1", "2", "3"]
