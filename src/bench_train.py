@@ -63,6 +63,8 @@ def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, 
     d = init_distributed(cpu=cpu)
     torch.manual_seed(0)
     device, memory = d.device, torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # several measurements in one process (src.gpu_check)
     speed_settings(cfg, device)
     model = create_classifier(cfg.model).to(device, memory_format=memory)
     teacher = None
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{cfg.model} at {cfg.student_size} px (crops at {cfg.image_size} px), batch {b} images, {device}, "
           f"{args.steps} steps, amp {cfg.amp}, channels_last {cfg.channels_last}, compile {cfg.compile}")
     r1 = in_fresh_processes(cfg, 1, args.steps)
-    print(_line("stage 1", r1, b) + f" (student forward+backward {r1['student_fwd_bwd']:.3f} s)")
+    print(_line("stage 1", r1, b) + f" (student forward+backward {r1['student_fwd_bwd']:.3f} s; the step beyond two "
+          f"of them, SAM's own work and the step's bookkeeping: {r1['step'] - 2 * r1['student_fwd_bwd']:.3f} s)")
     if args.stage == 2:
         r2 = in_fresh_processes(cfg, 2, args.steps)
         print(_line("stage 2", r2, b) + f" (student forward+backward {r2['student_fwd_bwd']:.3f} s, teacher "

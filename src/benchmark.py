@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing
 import os
 import statistics
@@ -355,8 +356,11 @@ def main(argv: list[str] | None = None) -> None:
     paths = [p.strip() for p in args.paths.split(",")]
     if unknown := set(paths) - set(PATHS):
         ap.error(f"unknown path(s) {sorted(unknown)}; choose from {', '.join(PATHS)}")
-    if args.device == "cuda":
-        paths = [p for p in paths if p == "eager"]  # this project's onnxruntime is the CPU package
+    if args.device == "cuda" and (dropped := [p for p in paths if p != "eager"]):
+        paths = ["eager"] if "eager" in paths else []  # this project's onnxruntime is the CPU package
+        logging.getLogger(__name__).warning(
+            "--device cuda measures the eager path only: %s and the int8 AUC check are skipped (ONNX Runtime runs on "
+            "the CPU here); --device cpu measures them", ", ".join(dropped))
     resolved = {role: resolve(role, arch, size, w) for role, arch, size, w in (
         ("teacher", args.teacher_arch, args.teacher_size, args.teacher),
         ("student", args.student_arch, args.student_size, args.student))}
