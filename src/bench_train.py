@@ -26,8 +26,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from .config import Config, load_config
 from .dataset import BadSampleTracker
 from .distributed import finish, init_distributed
-from .engine import speed_settings, autocast, compiled, make_optimizer, student_view, train_one_epoch
-from .models import create_classifier
+from .engine import autocast, compiled, make_optimizer, speed_settings, train_one_epoch
+from .models import create_classifier, student_view
 
 
 def _peak_memory_mb(device: torch.device) -> float:

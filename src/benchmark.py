@@ -327,7 +327,7 @@ def markdown(rows: list[dict], ratio: dict, checks: list[dict], args: argparse.N
 def main(argv: list[str] | None = None) -> None:
     import torch  # noqa: PLC0415
 
-    from .engine import setup_logging  # noqa: PLC0415
+    from .logs import setup_logging  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", help="teacher weights (FFc23.tar, timm state dict or our checkpoint); default random")

@@ -29,7 +29,9 @@ from .config import Config, ConfigError, build_config, load_config, parse_overri
 from .dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
 from .distributed import (Dist, all_true, any_true, barrier, broadcast, epoch_indices, finish, gather, init_distributed,
                           leave, sync_buffers)
+from .logs import setup_logging
 from .losses import kd_loss
+from .models import student_view
 from .sam import SAM, BNStats, frozen_bn_stats
 from .schedule import alpha_at, sbi_lr_lambda
 
@@ -91,13 +93,6 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def student_view(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The batch as the student sees it: resized from the SBI crop with antialiasing (a no-op at equal size)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int | None = None,
@@ -253,9 +248,9 @@ def evaluate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tr
              amp: contextlib.AbstractContextManager | None = None) -> dict:
     """Loss, accuracy and ROC AUC of softmax[:, 1] over the val reals and their SBI fakes, gathered from all ranks.
 
-    Inputs go to the model's own device."""
+    Inputs go to the model's own device (the CPU for a model without parameters)."""
     model.eval()
-    device = next(model.parameters()).device
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))  # none: an ONNX Runtime model
     probs, targets, loss_sum = [], [], torch.zeros((), device=device)
     for batch in tqdm(loader, desc="val", leave=False, dynamic_ncols=True, disable=None if d.is_main else True):
         if tracker is not None:
@@ -277,23 +272,6 @@ def evaluate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tr
 
 # ----------------------------------------------------------------------------------------------------------------
 # run folder: config.json, log.csv, train.log, curves.png, weights/
-
-
-def setup_logging(log_file: Path | None = None) -> None:
-    """INFO to stderr (and to `log_file`), once per process."""
-    root = logging.getLogger()
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-    if log_file is not None:  # one run's train.log at a time (tests and the demo start several runs per process)
-        for old in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
-            root.removeHandler(old)
-            old.close()
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 def run_parser(description: str) -> argparse.ArgumentParser:

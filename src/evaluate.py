@@ -41,10 +41,10 @@ from tqdm import tqdm
 
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
-from .engine import student_view
 from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector, is_image,
                     keep_large, list_media, make_detector, read_frame_batches)
-from .models import teacher_from_checkpoint, torch_load
+from .logs import setup_logging
+from .models import student_view, teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
 from .sbi import BadSample, box_crop
 
@@ -379,7 +379,6 @@ def print_profile(timer: dict, n_frames: int, n_faces: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .engine import setup_logging  # noqa: PLC0415 (the CLI's logging only)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")

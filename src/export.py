@@ -40,7 +40,8 @@ from torch import nn
 from .config import Config, load_config, resolve_path
 from .dataset import build_dataset, collate_pairs
 from .deploy import ort_session, quantize_int8
-from .engine import student_view
+from .logs import setup_logging
+from .models import student_view
 
 _logger = logging.getLogger(__name__)
 for _name in ("onnxscript", "onnx_ir"):  # the exporter's graph passes log every step at INFO
@@ -267,7 +268,6 @@ def export(model: nn.Module, size: int, out: str | Path, fmt: str = "onnx", cfg:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .engine import setup_logging  # noqa: PLC0415 (the CLI's logging only)
     from .evaluate import load_detector_model  # noqa: PLC0415 (cv2 and dlib only for the CLI)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Iterable
 import safetensors.torch
 import timm
 import torch
+import torch.nn.functional as F
 from timm.models import model_entrypoint
 from torch import nn
 
@@ -216,3 +217,10 @@ def build_student(cfg: Config) -> nn.Module:
     _logger.info("student '%s': loaded %s; only the classifier (%s) was re-initialised",
                  cfg.model, file, ", ".join(sorted(head)))
     return model
+
+
+def student_view(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The batch as the student sees it: resized from the SBI crop with antialiasing (a no-op at equal size)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -17,6 +17,7 @@ from torch import nn
 
 from .evaluate import load_detector_model, score_media
 from .faces import Detector, UnreadableMedia, add_detector_args, choose_detector, make_detector
+from .logs import setup_logging
 
 
 def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, frames: int = 32,
@@ -53,7 +54,6 @@ def print_human(results: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .engine import setup_logging  # noqa: PLC0415 (the CLI's logging only)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", metavar="INPUT", help="images or videos")

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
                     make_detector, read_frame_batches)
+from .logs import setup_logging
 
 _logger = logging.getLogger(__name__)
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -159,7 +160,6 @@ def report(summaries: dict[str, Summary]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .engine import setup_logging  # noqa: PLC0415 (the CLI's logging only)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", required=True, help="FF++ root (holding original_sequences/)")

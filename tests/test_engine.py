@@ -13,7 +13,8 @@ from src import checkpoint
 from src.config import Config
 from src.dataset import BadSampleTracker
 from src.models import load_teacher
-from src.engine import NonFiniteError, make_optimizer, student_view, train_one_epoch
+from src.engine import NonFiniteError, make_optimizer, train_one_epoch
+from src.models import student_view
 
 TINY = "test_efficientnet"
 

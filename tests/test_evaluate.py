@@ -10,10 +10,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
 from src import evaluate, predict
-from src.engine import student_view
 from src.evaluate import StudentInput, dataset_items, eer, evaluate_items, load_detector_model, metrics, summarize
 from src.faces import REFERENCE_FACES, Face, choose_detector
-from src.models import create_classifier
+from src.models import create_classifier, student_view
 
 from test_faces import write_video
 
