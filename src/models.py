@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import pickle
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
@@ -85,9 +84,14 @@ def torch_load(source: Path | BinaryIO, name: Path | str | None = None) -> Any:
     """`torch.load` with weights_only=True; anything but a plain checkpoint is a clear error naming `name`."""
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{name or source} is not a plain checkpoint (dicts of tensors and numbers, read with "
-                         f"weights_only=True; other pickled objects are refused): {str(e).splitlines()[0]}") from None
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 (a damaged file fails inside the unpickler with any exception type)
+        first = (str(e).splitlines() or [""])[0]
+        detail = f"{type(e).__name__}: {first}" if len(first) < 100 else type(e).__name__  # torch's own are long
+        raise ValueError(f"{name or source} is not a readable PyTorch checkpoint (a plain file of tensors and numbers, "
+                         f"read with weights_only=True; other pickled objects are refused, and a truncated or "
+                         f"damaged file fails): {detail}") from None
 
 
 def _keys(obj: Any) -> str:

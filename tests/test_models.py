@@ -4,6 +4,7 @@ import math
 import os
 import time
 
+import numpy as np
 import pytest
 import safetensors.torch
 import timm
@@ -138,8 +139,11 @@ def test_wrong_files_give_clear_errors(sbi_net, tmp_path):
     with pytest.raises(ValueError, match="not a checkpoint of this project"):
         load_checkpoint_model(_save_sbi(sbi_net, tmp_path / "FFc23.tar"))
     torch.save({"model": nn.Linear(2, 2)}, tmp_path / "pickled_module.pth")
-    with pytest.raises(ValueError, match="not a plain checkpoint"):
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint.*other pickled objects are refused"):
         load_teacher(tmp_path / "pickled_module.pth")
+    (tmp_path / "noise.pth").write_bytes(np.random.default_rng(0).bytes(5000))  # once: KeyError 227 from the unpickler
+    with pytest.raises(ValueError, match="noise.pth is not a readable PyTorch checkpoint"):
+        load_teacher(tmp_path / "noise.pth")
     with pytest.raises(FileNotFoundError, match="nothing_here.tar"):
         load_teacher(tmp_path / "nothing_here.tar")
 
