@@ -26,10 +26,13 @@ import argparse
 import csv
 import json
 import logging
+import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from contextlib import nullcontext
 from typing import Callable, Iterable, NamedTuple
 
 import cv2
@@ -37,10 +40,12 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
+from .distributed import barrier, broadcast, finish, init_distributed, leave
 from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector, is_image,
                     keep_large, list_media, make_detector, read_frame_batches)
 from .logs import setup_logging
@@ -235,27 +240,49 @@ def load_detector_model(path: str | Path) -> DetectorModel:
     return DetectorModel(model, int(crop), faces)
 
 
+def load_scorer(path: str | Path, runtime: str = "torch") -> DetectorModel:
+    """`load_detector_model`, or with runtime 'onnx' an exported .onnx file (the crop size is its input's)."""
+    if runtime == "torch":
+        return load_detector_model(path)
+    from .export import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
+
+    file = resolve_path(str(path), "weights")
+    if file.suffix != ".onnx":
+        raise ValueError(f"--runtime onnx scores an exported .onnx file (python -m src.export), not {file}")
+    model = OrtClassifier(file)
+    crop = int(model.session.get_inputs()[0].shape[-1])
+    _logger.info("%s in ONNX Runtime (CPU): face crops at %d px; an ONNX file does not record its training data's "
+                 "face detector: the protocol's RetinaFace unless --detector says otherwise", file, crop)
+    return DetectorModel(model, crop, dict(REFERENCE_FACES))
+
+
 @torch.no_grad()
-def fake_probabilities(model: nn.Module, crops: list[np.ndarray], device: str | torch.device,
-                       batch_size: int = 32) -> list[float]:
-    """softmax[:, 1] of the model on RGB uint8 HWC crops, in batches."""
+def fake_probabilities(model: nn.Module, crops: np.ndarray, device: str | torch.device, batch_size: int = 32,
+                       bf16: bool = False) -> list[float]:
+    """softmax[:, 1] of the model on RGB uint8 NHWC crops, in batches (bf16 autocast on CUDA when asked)."""
     scores: list[float] = []
+    amp = torch.autocast("cuda", torch.bfloat16) if bf16 and torch.device(device).type == "cuda" else nullcontext()
     for i in range(0, len(crops), batch_size):
-        batch = torch.from_numpy(np.stack(crops[i:i + batch_size])).to(device)
-        logits = model(batch.permute(0, 3, 1, 2).float().div_(255))
+        batch = torch.from_numpy(crops[i:i + batch_size]).to(device, non_blocking=True)
+        with amp:
+            logits = model(batch.permute(0, 3, 1, 2).float().div_(255))
         scores.extend(logits.float().softmax(1)[:, 1].cpu().tolist())
     return scores
 
 
-def score_media(path: str | Path, detector: Detector, model: nn.Module, size: int, frames: int = 32,
-                device: str | torch.device = "cpu", batch_size: int = 32,
-                timer: dict | None = None) -> MediaScores:
-    """Every kept face of `frames` frames of a video (or of an image) with its fake probability.
+class Crops(NamedTuple):
+    crops: np.ndarray  # (k, size, size, 3) uint8, the kept faces of every frame
+    where: list[tuple[int, list[float]]]  # (frame index, box x0 y0 x1 y1) of each crop
+    n_frames: int
+    bad_faces: int  # faces whose box cannot be cropped (degenerate, outside the frame): skipped
 
-    A face whose box cannot be cropped (degenerate, outside the frame) is skipped and counted.
-    """
-    watch, crops, where, n_frames, bad = Stopwatch(timer), [], [], 0, 0
-    for chunk in read_frame_batches(path, frames):
+
+def face_crops(path: str | Path, batches: Iterable[list[tuple[int, np.ndarray]]], detector: Detector, size: int,
+               watch: Stopwatch) -> Crops:
+    """Detect the faces of decoded frame batches, keep those of at least half the largest area, crop each with the
+    test margins and resize it to `size`."""
+    crops, where, n_frames, bad = [], [], 0, 0
+    for chunk in batches:
         n_frames += len(chunk)
         watch.lap("decode")
         rgbs = [rgb for _, rgb in chunk]
@@ -272,23 +299,94 @@ def score_media(path: str | Path, detector: Detector, model: nn.Module, size: in
                 crops.append(cv2.resize(rgb[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR))
                 where.append((index, face.box[:2].reshape(-1).tolist()))
         watch.lap("crop")
-    scores = fake_probabilities(model, crops, device, batch_size)
+    return Crops(np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8), where, n_frames, bad)
+
+
+def _scores(crops: Crops, model: nn.Module, device: str | torch.device, batch_size: int, bf16: bool) -> MediaScores:
+    probs = fake_probabilities(model, crops.crops, device, batch_size, bf16)
+    return MediaScores([FaceScore(i, box, p) for (i, box), p in zip(crops.where, probs, strict=True)], crops.n_frames,
+                       crops.bad_faces)
+
+
+def score_media(path: str | Path, detector: Detector, model: nn.Module, size: int, frames: int = 32,
+                device: str | torch.device = "cpu", batch_size: int = 32, timer: dict | None = None,
+                bf16: bool = False) -> MediaScores:
+    """Every kept face of `frames` frames of a video (or of an image) with its fake probability."""
+    watch = Stopwatch(timer)
+    crops = face_crops(path, read_frame_batches(path, frames), detector, size, watch)
+    scores = _scores(crops, model, device, batch_size, bf16)
     watch.lap("model")
-    return MediaScores([FaceScore(i, box, s) for (i, box), s in zip(where, scores, strict=True)], n_frames, bad)
+    return scores
 
 
-def evaluate_items(items: Iterable[Item], detector: Detector, model: nn.Module, size: int, frames: int = 32,
-                   device: str | torch.device = "cpu", batch_size: int = 32,
-                   timer: dict | None = None) -> list[VideoResult]:
-    """Score every video; unreadable ones are kept (score 0.5) with their error."""
-    results = []
-    for item in tqdm(list(items), desc="videos", dynamic_ncols=True):
+class VideoCrops(Dataset):
+    """Item i: the face crops of video i, decoded, detected and cropped where the DataLoader runs it (a worker
+    process); with `detector` None, its decoded frames only (the main process detects: RetinaFace on a GPU)."""
+
+    def __init__(self, items: list[Item], detector: Detector | None, frames: int, size: int):
+        self.items, self.detector, self.frames, self.size = items, detector, frames, size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        path, timer = self.items[i].path, defaultdict(float)
         try:
-            results.append(VideoResult(item, score_media(item.path, detector, model, size, frames, device,
-                                                         batch_size, timer)))
+            batches = read_frame_batches(path, self.frames)
+            if self.detector is None:
+                return dict(index=i, batches=list(batches), timer=timer)
+            return dict(index=i, crops=face_crops(path, batches, self.detector, self.size, Stopwatch(timer)),
+                        timer=timer)
         except UnreadableMedia as e:
-            _logger.warning("%s", e)
-            results.append(VideoResult(item, None, str(e)))
+            return dict(index=i, error=str(e), timer=timer)
+
+
+def _as_is(sample: dict) -> dict:
+    return sample
+
+
+def _one_thread(worker_id: int) -> None:
+    """Each DataLoader worker decodes and detects with one thread: N workers keep N cores busy, not N x N."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def evaluate_items(items: list[Item], detector: Detector, model: nn.Module, size: int, frames: int = 32,
+                   device: str | torch.device = "cpu", batch_size: int = 32, timer: dict | None = None,
+                   workers: int = 0, bf16: bool = False,
+                   on_result: Callable[[VideoResult], None] | None = None) -> list[VideoResult]:
+    """Score every video; unreadable ones are kept (score 0.5) with their error.
+
+    `workers` DataLoader processes decode, detect and crop videos ahead while this process scores the crops of
+    the previous ones (a detector on CUDA runs here instead, on the frames the workers decoded). Results come in
+    the order of `items`, each passed to `on_result` as soon as it is scored.
+    """
+    in_workers = getattr(detector, "device", torch.device("cpu")).type != "cuda"
+    loader = DataLoader(VideoCrops(items, detector if in_workers else None, frames, size), batch_size=None,
+                        num_workers=workers, collate_fn=_as_is, worker_init_fn=_one_thread)
+    results, n_frames, start = [], 0, time.perf_counter()
+    bar = tqdm(total=len(items), desc="videos", unit="video", dynamic_ncols=True)
+    for out in loader:
+        item = items[out["index"]]
+        for stage, seconds in out["timer"].items():
+            if timer is not None:
+                timer[stage] += seconds
+        if "error" in out:
+            _logger.warning("%s", out["error"])
+            result = VideoResult(item, None, out["error"])
+        else:
+            watch = Stopwatch(timer)
+            crops = out["crops"] if in_workers else face_crops(item.path, out["batches"], detector, size, watch)
+            watch.lap("crop")
+            result = VideoResult(item, _scores(crops, model, device, batch_size, bf16))
+            watch.lap("model")
+            n_frames += crops.n_frames
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+        bar.update(1)
+        bar.set_postfix(frames_per_s=f"{n_frames / (time.perf_counter() - start):.2f}")
+    bar.close()
     return results
 
 
@@ -368,55 +466,153 @@ def print_table(summary: dict) -> None:
                             "without any face" if kind == "no_face_videos" else "unreadable", kind)
 
 
-def print_profile(timer: dict, n_frames: int, n_faces: int) -> None:
-    """Seconds and frames per second of each stage."""
-    total = sum(timer[s] for s in STAGES)
-    print(f"profile: {n_frames} frames, {n_faces} faces, {total:.2f} s, {n_frames / max(total, 1e-9):.2f} frames/s")
+def print_profile(timer: dict, n_frames: int, n_faces: int, wall: float, workers: int) -> None:
+    """Frames per second end to end, and the seconds of each stage (summed over the worker processes)."""
+    print(f"profile: {n_frames} frames, {n_faces} faces in {wall:.2f} s: {n_frames / max(wall, 1e-9):.2f} frames/s end "
+          f"to end ({workers} worker process{'es' if workers != 1 else ''}; stage seconds summed over processes)")
     for stage in STAGES:
         seconds = timer[stage]
         print(f"  {stage:<6} {seconds:8.2f} s  {1000 * seconds / max(n_frames, 1):8.1f} ms/frame  "
               f"{n_frames / max(seconds, 1e-9):9.1f} frames/s")
 
 
-def main(argv: list[str] | None = None) -> None:
+def plot_roc(out: Path, results: list[VideoResult]) -> None:
+    """roc.png: the video-level ROC curve (one per manipulation for FF++, AUC in the legend) and a histogram of the
+    video scores, real vs fake."""
+    import matplotlib  # noqa: PLC0415 (only needed here)
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (ax_roc, ax_hist) = plt.subplots(1, 2, figsize=(11, 4.5))
+    reals = [r for r in results if r.item.label == 0]
+    groups = sorted({r.item.group for r in results if r.item.label == 1})
+    for group in groups if len(groups) > 1 else ["fake"]:
+        rs = reals + [r for r in results if r.item.label == 1 and (group == "fake" or r.item.group == group)]
+        labels, scores = [r.item.label for r in rs], [r.score for r in rs]
+        if len(set(labels)) == 2:
+            fpr, tpr, _ = roc_curve(labels, scores)
+            ax_roc.plot(fpr, tpr, label=f"{group} (AUC {roc_auc_score(labels, scores):.4f})")
+    ax_roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="video-level ROC")
+    ax_roc.legend(loc="lower right")
+    for label, name in ((0, "real"), (1, "fake")):
+        ax_hist.hist([r.score for r in results if r.item.label == label], bins=20, range=(0, 1), alpha=0.6, label=name)
+    ax_hist.set(xlabel="video score (fake probability)", ylabel="videos", title="video scores")
+    ax_hist.legend()
+    fig.tight_layout()
+    fig.savefig(out / "roc.png", dpi=80)
+    plt.close(fig)
+
+
+def to_record(r: VideoResult) -> dict:
+    """One line of videos.jsonl: a scored video, enough to rebuild its VideoResult."""
+    s = r.scores
+    return dict(path=str(r.item.path), label=r.item.label, group=r.item.group, error=r.error,
+                n_frames=s.n_frames if s else 0, bad_faces=s.bad_faces if s else 0,
+                faces=[[f.frame, f.box, f.score] for f in s.faces] if s else None)
+
+
+def read_records(out: Path) -> dict[str, VideoResult]:
+    """The videos already scored in `out` (every videos*.jsonl, from any number of processes), by path.
+
+    A line cut short by a kill is ignored: that video is scored again."""
+    done = {}
+    for path in sorted(out.glob("videos*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            scores = None if r["faces"] is None else MediaScores([FaceScore(*f) for f in r["faces"]], r["n_frames"],
+                                                                  r["bad_faces"])
+            done[r["path"]] = VideoResult(Item(Path(r["path"]), r["label"], r["group"]), scores, r["error"])
+    return done
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Write out/evaluate.json, or check that the run being resumed there used the same settings."""
+    path = out / "evaluate.json"
+    if path.is_file() and (before := json.loads(path.read_text())) != settings:
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        raise ValueError(f"{out} holds an evaluation with other settings ({', '.join(changed)}): resume it with the "
+                         f"same command, or choose another --out")
+    path.write_text(json.dumps(settings, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")
+    ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, our checkpoint (glob ok), or "
+                                                     "with --runtime onnx an exported .onnx file")
     ap.add_argument("--dataset", required=True, type=str.lower, choices=list(READERS))
     ap.add_argument("--root", required=True, help="the dataset's root folder (layouts above)")
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
-    ap.add_argument("--out", help="output folder (default output/evaluate_<dataset>_<time>)")
+    ap.add_argument("--out", help="output folder (default output/evaluate_<dataset>_<time>); an interrupted run's "
+                                  "folder resumes it")
     ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23", help="ff and dfd only")
     add_detector_args(ap, default=None)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                    help="onnx: score with the exported ONNX or int8 file of src.export in ONNX Runtime (CPU)")
+    ap.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=32, help="faces per model call")
+    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                    help="processes that decode, detect and crop videos ahead of the model (default: %(default)s)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--profile", action="store_true", help="print seconds and frames/s of decode, detect, crop, model")
+    ap.add_argument("--bf16", action="store_true", help="the classifier under bf16 autocast (CUDA)")
+    ap.add_argument("--profile", action="store_true", help="print frames/s and the seconds of decode, detect, crop, "
+                                                           "model")
     a = ap.parse_args(argv)
     setup_logging()
+    d = init_distributed(cpu=not a.device.startswith("cuda"))  # under torchrun: each process a shard of the videos
+    device = d.device if d.world > 1 else torch.device(a.device)
     try:
         items = dataset_items(a.dataset, a.root, a.compression)
-        model, size, faces = load_detector_model(a.weights)
-        detector_name = choose_detector(a.detector, faces)
-        detector = make_detector(detector_name, a.shape_predictor, retinaface_weights=a.retinaface_weights,
-                                 device=a.device)
+        model, size, faces = load_scorer(a.weights, a.runtime)
+        detector = make_detector(choose_detector(a.detector, faces), a.shape_predictor,
+                                 retinaface_weights=a.retinaface_weights, device=device)
+        model = model.to(device)
+        out = Path(broadcast(a.out or f"output/evaluate_{a.dataset}_{datetime.now():%Y%m%d-%H%M%S}", d))
+        settings = dict(dataset=a.dataset, root=str(a.root), weights=str(a.weights),
+                        frames=a.frames, compression=a.compression, runtime=a.runtime, detector=detector.describe())
+        if d.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            check_settings(out, settings)
     except (FileNotFoundError, ValueError) as e:
+        leave(d)
         ap.exit(2, f"error: {e}\n")
-    out = Path(a.out or f"output/evaluate_{a.dataset}_{datetime.now():%Y%m%d-%H%M%S}")
-    out.mkdir(parents=True, exist_ok=True)
-    setup_logging(out / "evaluate.log")
-    _logger.info("%s: %d videos (%d real) from %s; results to %s", a.dataset, len(items),
-                 sum(i.label == 0 for i in items), a.root, out)
-    device = torch.device(a.device)
-    timer = defaultdict(float) if a.profile else None
-    results = evaluate_items(items, detector, model.to(device), size, a.frames, device, a.batch_size, timer)
-    summary = {"dataset": a.dataset, "root": str(a.root), "weights": str(a.weights), "frames": a.frames,
-               "detector": detector.describe(), "training_faces": faces, **summarize(results)}
-    write_outputs(out, summary, results)
-    print_table(summary)
-    if timer is not None:
-        print_profile(timer, sum(r.scores.n_frames for r in results if r.scores),
-                      sum(len(r.scores.faces) for r in results if r.scores))
-    print(f"wrote {out / 'results.json'} and {out / 'videos.csv'}")
+    barrier(d)
+    setup_logging(out / ("evaluate.log" if d.world == 1 else f"evaluate.rank{d.rank}.log"))
+    done = read_records(out)
+    todo = [i for i in items[d.rank::d.world] if str(i.path) not in done]
+    _logger.info("%s: %d videos (%d real) from %s; results to %s%s", a.dataset, len(items),
+                 sum(i.label == 0 for i in items), a.root, out,
+                 f"; resuming: {len(done)} already scored" if done else "")
+    timer, start = defaultdict(float), time.perf_counter()
+    with open(out / ("videos.jsonl" if d.world == 1 else f"videos.rank{d.rank}.jsonl"), "a+") as log:
+        if log.tell() and (log.seek(log.tell() - 1) or log.read(1) != "\n"):
+            log.write("\n")  # a line cut short by a kill stays alone on its line (and is ignored)
+        def record(r: VideoResult) -> None:
+            log.write(json.dumps(to_record(r)) + "\n")
+            log.flush()
+
+        new = evaluate_items(todo, detector, model, size, a.frames, device, a.batch_size, timer, a.workers, a.bf16,
+                             record)
+    wall = time.perf_counter() - start
+    barrier(d)
+    if d.is_main:
+        done = read_records(out)
+        missing = [str(i.path) for i in items if str(i.path) not in done]
+        if missing:
+            raise RuntimeError(f"{len(missing)} videos were not scored, e.g. {missing[0]}: run the command again")
+        results = [done[str(i.path)] for i in items]
+        summary = {**settings, "training_faces": faces, **summarize(results)}
+        write_outputs(out, summary, results)
+        plot_roc(out, results)
+        print_table(summary)
+        print(f"wrote {out / 'results.json'}, {out / 'videos.csv'} and {out / 'roc.png'}")
+    if a.profile:
+        print_profile(timer, sum(r.scores.n_frames for r in new if r.scores),
+                      sum(len(r.scores.faces) for r in new if r.scores), wall, a.workers)
+    finish(d)
 
 
 if __name__ == "__main__":

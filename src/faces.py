@@ -134,6 +134,7 @@ class RetinaFaceDetector:
         from .retinaface import VIDEO_MAX_SIZE, RetinaFacePredictor  # noqa: PLC0415 (torchvision only when asked for)
 
         self.predict = RetinaFacePredictor(find_retinaface_weights(weights), device=device)
+        self.device = self.predict.device
         self.max_size, self.batch_size = VIDEO_MAX_SIZE, batch_size
 
     def describe(self) -> dict:

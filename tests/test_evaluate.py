@@ -1,6 +1,7 @@
 """Tests for src/evaluate.py and src/predict.py: aggregation, metrics, reports, dataset lists and the CLIs."""
 import csv
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -10,7 +11,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
 from src import evaluate, predict
-from src.evaluate import StudentInput, dataset_items, eer, evaluate_items, load_detector_model, metrics, summarize
+from src.evaluate import (StudentInput, dataset_items, eer, evaluate_items, load_detector_model, metrics, score_media,
+                          summarize)
 from src.faces import REFERENCE_FACES, Face, choose_detector
 from src.models import create_classifier, student_view
 
@@ -257,3 +259,78 @@ def test_cli_without_retinaface_weights_says_where_to_get_them(tmp_path, monkeyp
         predict.main(["--weights", "student.pth", "--device", "cpu", "photo.png"])
     err = capsys.readouterr().err
     assert "retinaface_resnet50_2020-07-20-f168fae3c.zip" in err and "different AUCs" in err
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# at dataset scale: worker processes, resume, torchrun shards, ONNX Runtime, pictures
+
+
+def test_worker_processes_give_the_one_at_a_time_scores(folder):
+    items = dataset_items("folder", folder)
+    torch.manual_seed(0)
+    model = create_classifier("test_resnet").eval()
+    one = [score_media(i.path, SquareDetector(), model, 32, frames=4) for i in items]
+    for workers in (0, 2):
+        results = evaluate_items(items, SquareDetector(), model, 32, frames=4, workers=workers)
+        assert [r.item for r in results] == items  # in the order of the list
+        for r, s in zip(results, one):
+            assert [(f.frame, f.box) for f in r.scores.faces] == [(f.frame, f.box) for f in s.faces]
+            assert max((abs(f.score - g.score) for f, g in zip(r.scores.faces, s.faces)), default=0) <= 1e-5
+
+
+def _cli(folder, out, monkeypatch, calls=None, *extra):
+    def detector(*args, **kwargs):
+        found = SquareDetector()
+        if calls is not None:
+            found.detect_frames = lambda frames: calls.append(len(frames)) or [found.detect(f) for f in frames]
+        return found
+
+    monkeypatch.setattr(evaluate, "make_detector", detector)
+    monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
+    evaluate.main(["--weights", "any", "--dataset", "folder", "--root", str(folder), "--frames", "4", "--out", str(out),
+                   "--device", "cpu", "--workers", "0", *extra])
+    return json.loads((out / "results.json").read_text())
+
+
+def test_an_interrupted_evaluation_resumes_where_it_stopped(folder, tmp_path, monkeypatch):
+    straight = _cli(folder, tmp_path / "a", monkeypatch)
+    assert (tmp_path / "a/roc.png").is_file() and (tmp_path / "a/evaluate.json").is_file()
+    lines = (tmp_path / "a/videos.jsonl").read_text().splitlines()
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a/evaluate.json", tmp_path / "b")
+    (tmp_path / "b/videos.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:25])  # killed mid-line
+    calls = []
+    resumed = _cli(folder, tmp_path / "b", monkeypatch, calls)
+    assert resumed == straight and len(calls) == len(lines) - 3  # the cut line's video is scored again
+    with pytest.raises(SystemExit):
+        _cli(folder, tmp_path / "b", monkeypatch, None, "--frames", "2")  # other settings: refused
+
+
+def _evaluate_rank(d, folder, out):
+    from _pytest.monkeypatch import MonkeyPatch
+
+    with MonkeyPatch.context() as mp:
+        return _cli(folder, out, mp)
+
+
+def test_two_processes_give_the_results_of_one(folder, tmp_path, monkeypatch):
+    from test_ddp import run_ranks
+
+    one = _cli(folder, tmp_path / "one", monkeypatch)
+    two, also = run_ranks(_evaluate_rank, 2, folder, tmp_path / "two")
+    assert two == also == one and len(list((tmp_path / "two").glob("videos.rank*.jsonl"))) == 2
+
+
+def test_onnx_runtime_scores_the_exported_file_as_pytorch(folder, tmp_path):
+    from src.export import export as export_onnx
+
+    torch.manual_seed(0)
+    model = create_classifier("test_resnet").eval()
+    export_onnx(model, 32, tmp_path / "m.onnx")
+    onnx_model, crop, _ = evaluate.load_scorer(tmp_path / "m.onnx", "onnx")
+    items = dataset_items("folder", folder)
+    eager = evaluate_items(items, SquareDetector(), model, 32, frames=4)
+    ort = evaluate_items(items, SquareDetector(), onnx_model, crop, frames=4)
+    assert crop == 32 and max(abs(a.score - b.score) for a, b in zip(eager, ort)) < 1e-4
+    with pytest.raises(ValueError, match="exported .onnx file"):
+        evaluate.load_scorer(__file__, "onnx")
