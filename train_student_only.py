@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from src.logs import cli
 from src.engine import Interrupted, fit, prepare_run, run_parser
 from src.models import build_student, create_classifier
 
@@ -28,4 +29,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

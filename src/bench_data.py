@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from .config import load_config
 from .dataset import SBIDataset, build_dataset, collate_pairs
 from .synthetic import generate_dataset, parse_size
+from .logs import cli
 
 STAGES = ("decode", "crops", "blend", "augment", "resize", "collate")
 
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -28,6 +28,7 @@ from .dataset import BadSampleTracker
 from .distributed import finish, init_distributed
 from .engine import autocast, compiled, make_optimizer, speed_settings, train_one_epoch
 from .models import create_classifier, student_view
+from .logs import cli
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -157,4 +158,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

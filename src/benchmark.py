@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .deploy import ort_session, quantize_int8
+from .logs import cli, setup_logging
 
 if TYPE_CHECKING:
     from torch import nn
@@ -327,7 +328,6 @@ def markdown(rows: list[dict], ratio: dict, checks: list[dict], args: argparse.N
 def main(argv: list[str] | None = None) -> None:
     import torch  # noqa: PLC0415
 
-    from .logs import setup_logging  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", help="teacher weights (FFc23.tar, timm state dict or our checkpoint); default random")
@@ -379,4 +379,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from .config import Config
 from .faces import read_face_source
+from .logs import UserError
 from .sbi import (BadSample, augment, box_crop, choose_box, hflip, landmark_crop, pair_transform, reorder_forehead,
                   self_blend, source_transform)
 
@@ -23,7 +24,7 @@ MAX_TRIES = 10  # replacements tried for one item, and blend resamples tried for
 _WARNED_68: set[str] = set()  # data roots whose 68-point landmarks were already reported
 
 
-class DataQualityError(RuntimeError):
+class DataQualityError(UserError, RuntimeError):
     """More samples failed than the config allows (`max_bad_fraction`)."""
 
 

@@ -16,6 +16,7 @@ import sys
 from .config import load_config, resolve_path
 from .checkpoint import load
 from .models import count_params, create_classifier
+from .logs import cli
 
 
 def run(*args: str) -> None:
@@ -52,4 +53,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

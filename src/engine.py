@@ -29,7 +29,7 @@ from .config import Config, ConfigError, build_config, load_config, parse_overri
 from .dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
 from .distributed import (Dist, all_true, any_true, barrier, broadcast, epoch_indices, finish, gather, init_distributed,
                           leave, sync_buffers)
-from .logs import setup_logging
+from .logs import UserError, setup_logging
 from .losses import kd_loss
 from .models import student_view
 from .sam import SAM, BNStats, frozen_bn_stats
@@ -38,7 +38,7 @@ from .schedule import alpha_at, sbi_lr_lambda
 _logger = logging.getLogger(__name__)
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 
 

@@ -48,7 +48,7 @@ from .dataset import Stopwatch, split_videos, video_dir
 from .distributed import barrier, broadcast, finish, init_distributed, leave
 from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector, is_image,
                     keep_large, list_media, make_detector, read_frame_batches)
-from .logs import setup_logging
+from .logs import cli, setup_logging
 from .models import student_view, teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
 from .sbi import BadSample, box_crop
@@ -616,4 +616,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -40,7 +40,7 @@ from torch import nn
 from .config import Config, load_config, resolve_path
 from .dataset import build_dataset, collate_pairs
 from .deploy import ort_session, quantize_int8
-from .logs import setup_logging
+from .logs import cli, setup_logging
 from .models import student_view
 
 _logger = logging.getLogger(__name__)
@@ -293,4 +293,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

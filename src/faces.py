@@ -105,9 +105,11 @@ class DlibDetector:
                                     f"`pip install face-recognition-models`")
         self.detector, self.predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
         self.upsample, self.predictor_file = upsample, path.name
+        # the model's point count: its shape on any rectangle (a shape_predictor does not expose it)
+        self.points = self.predictor(np.zeros((8, 8, 3), np.uint8), dlib.rectangle(0, 0, 7, 7)).num_parts
 
     def describe(self) -> dict:
-        return dict(detector="dlib", landmarks=self.predictor_file, landmark_points=self.predictor.num_parts)
+        return dict(detector="dlib", landmarks=self.predictor_file, landmark_points=self.points)
 
     def detect_frames(self, frames: list[np.ndarray]) -> list[list[Face]]:
         return [self.detect(rgb) for rgb in frames]

@@ -20,6 +20,7 @@ import time
 import torch
 
 from .config import load_config
+from .logs import cli
 
 VARIANTS = (("float32 (TF32)", {}), ("bf16", {"amp": "bf16"}),
             ("bf16 + channels_last", {"amp": "bf16", "channels_last": True}),
@@ -91,4 +92,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -1,8 +1,27 @@
-"""Logging set-up shared by every command: INFO to stderr, and to a run's log file."""
+"""What every command shares: logging (INFO to stderr, and to a run's log file) and its handling of user errors."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
+from typing import Callable
+
+
+class UserError(Exception):
+    """A failure of the user's data or settings whose message says what to do (bad data, non-finite training)."""
+
+
+EXPECTED = (ValueError, OSError, UserError)  # config errors are ValueErrors; missing files and unreadable media OSErrors
+
+
+def cli(main: Callable[[], object]) -> None:
+    """Run a command's `main`: an expected failure (a bad config, a missing or wrong file, unreadable media, bad
+    data) ends in one 'error: ...' line and exit status 2; any other exception is a bug and keeps its traceback."""
+    try:
+        main()
+    except EXPECTED as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def setup_logging(log_file: Path | None = None) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from .evaluate import load_detector_model, score_media
 from .faces import Detector, UnreadableMedia, add_detector_args, choose_detector, make_detector
-from .logs import setup_logging
+from .logs import cli, setup_logging
 
 
 def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, frames: int = 32,
@@ -85,4 +85,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

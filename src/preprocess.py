@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
                     make_detector, read_frame_batches)
-from .logs import setup_logging
+from .logs import cli, setup_logging
 
 _logger = logging.getLogger(__name__)
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -182,4 +182,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .config import load_config
 from .dataset import SPLITS, build_dataset
+from .logs import cli
 
 _logger = logging.getLogger(__name__)
 COLUMNS = ("real", "fake", "blend mask", "|fake - real| x4")
@@ -63,4 +64,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

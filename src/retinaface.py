@@ -28,6 +28,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import nms
 
 from .models import strict_load, torch_load
+from .logs import cli
 
 _logger = logging.getLogger(__name__)
 MIN_SIZES, STEPS, VARIANCE = ((16, 32), (64, 128), (256, 512)), (8, 16, 32), (0.1, 0.2)
@@ -238,4 +239,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -16,6 +16,7 @@ import numpy as np
 
 from .faces import FACES_FILE
 from .sbi import FOREHEAD_ORDER, retina_from_landmarks  # arc = file[FOREHEAD_ORDER]
+from .logs import cli
 
 # Face frame: jaw width 1, x to the image right, y down, z towards the camera. Points past the 81 landmarks:
 _HEAD, _HAIR, _NECK, _BODY = slice(81, 96), slice(96, 126), slice(126, 130), slice(130, 136)
@@ -308,4 +309,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -37,6 +37,8 @@ def dlib_detector():
 
 
 def test_dlib_finds_the_astronaut_face_with_landmarks_and_crop(astronaut, dlib_detector):
+    assert dlib_detector.describe() == dict(detector="dlib", landmarks="shape_predictor_68_face_landmarks.dat",
+                                            landmark_points=68)  # what preprocessing records in faces.json
     found = dlib_detector.detect(astronaut)
     assert found, "dlib found no face in the astronaut image"
     face = found[0]
