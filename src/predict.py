@@ -1,9 +1,11 @@
 """Fake probability of images and videos, per face and overall.
 
-    python -m src.predict --weights weights/FFc23.tar photo.jpg clip.mp4 [--json] [--frames 32]
+    python -m src.predict --weights weights/FFc23.tar photo.jpg clip.mp4 [--json] [--frames 32] [--save-vis DIR]
 
 A video is scored as in evaluation (src/evaluate.py, the SBI test protocol): frame score = max over its faces, overall =
 mean over frames with a face; an image is one frame. An input without any face has no fake probability (null).
+--save-vis DIR draws each face's box and fake probability: DIR/<name>.png for an image; for a video the frames it
+scored, DIR/<name>/<frame>.png, and DIR/<name>_scores.png, the frame scores over time.
 """
 from __future__ import annotations
 
@@ -12,21 +14,66 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import load_detector_model, score_media
-from .faces import Detector, UnreadableMedia, add_detector_args, choose_detector, make_detector
+from .evaluate import FaceScore, MediaScores, load_detector_model, score_media
+from .faces import (Detector, UnreadableMedia, add_detector_args, choose_detector, is_image, make_detector,
+                    read_frames, read_image)
 from .logs import cli, setup_logging
 
 
+def draw_faces(rgb: np.ndarray, faces: list[FaceScore]) -> np.ndarray:
+    """A BGR copy of `rgb` with each face's box and fake probability (red above 0.5, green below)."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    thick = max(2, round(max(rgb.shape[:2]) / 400))
+    for f in faces:
+        x0, y0, x1, y1 = (round(v) for v in f.box)
+        colour = (40, 40, 230) if f.score > 0.5 else (60, 200, 60)
+        cv2.rectangle(bgr, (x0, y0), (x1, y1), colour, thick)
+        cv2.putText(bgr, f"fake {f.score:.2f}", (x0, max(y0 - 3 * thick, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thick, colour, thick)
+    return bgr
+
+
+def save_visuals(path: str | Path, scores: MediaScores, frames: int, folder: Path) -> None:
+    """The scored frames of `path` with their faces drawn, and for a video its frame scores over time."""
+    path, folder = Path(path), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if is_image(path):
+        cv2.imwrite(str(folder / f"{path.stem}.png"), draw_faces(read_image(path), scores.faces))
+        return
+    (folder / path.stem).mkdir(exist_ok=True)
+    for index, rgb in read_frames(path, frames):
+        cv2.imwrite(str(folder / path.stem / f"{index:06d}.png"),
+                    draw_faces(rgb, [f for f in scores.faces if f.frame == index]))
+    import matplotlib  # noqa: PLC0415 (only needed here)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    per_frame = sorted(scores.frame_scores().items())
+    fig, ax = plt.subplots(figsize=(6, 2.5))
+    ax.plot([i for i, _ in per_frame], [p for _, p in per_frame], marker="o")
+    ax.axhline(0.5, color="grey", linestyle=":")
+    ax.set(xlabel="frame", ylabel="fake probability", ylim=(0, 1), title=f"{path.name}: {scores.score() or 0:.3f}")
+    fig.tight_layout()
+    fig.savefig(folder / f"{path.stem}_scores.png", dpi=80)
+    plt.close(fig)
+
+
 def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, frames: int = 32,
-            device: str | torch.device = "cpu", batch_size: int = 32) -> list[dict]:
+            device: str | torch.device = "cpu", batch_size: int = 32, save_vis: str | Path | None = None
+            ) -> list[dict]:
     """One dict per input: input, fake_probability (None without a face), frames read, faces, error."""
     out = []
     for path in paths:
         try:
             s = score_media(path, detector, model, size, frames, device, batch_size)
+            if save_vis:
+                save_visuals(path, s, frames, Path(save_vis))
         except UnreadableMedia as e:
             out.append(dict(input=path, fake_probability=None, frames=0, bad_faces=0, faces=[], error=str(e)))
             continue
@@ -63,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     add_detector_args(ap, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--save-vis", metavar="DIR", help="draw the faces and their fake probabilities into DIR")
     a = ap.parse_args(argv)
     setup_logging()
     missing = [p for p in a.inputs if not Path(p).is_file()]
@@ -75,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")
     device = torch.device(a.device)
-    results = predict(a.inputs, detector, model.to(device), size, a.frames, device, a.batch_size)
+    results = predict(a.inputs, detector, model.to(device), size, a.frames, device, a.batch_size, a.save_vis)
     if a.json:
         print(json.dumps(results, indent=2))
     else:

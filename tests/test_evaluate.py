@@ -209,7 +209,8 @@ def test_predict_json_gives_overall_and_per_face_probabilities(folder, tmp_path,
     _checkpoint(tmp_path / "student.pth", 40)
     monkeypatch.setattr(predict, "make_detector", lambda *a, **k: SquareDetector())
     predict.main(["--weights", str(tmp_path / "student.pth"), "--json", "--frames", "4", "--device", "cpu",
-                  str(folder / "real/photo.png"), str(folder / "real/r1.avi"), str(folder / "fake/empty.avi")])
+                  "--save-vis", str(tmp_path / "vis"), str(folder / "real/photo.png"), str(folder / "real/r1.avi"),
+                  str(folder / "fake/empty.avi")])
     photo, video, empty = json.loads(capsys.readouterr().out)
     assert len(photo["faces"]) == 2 and photo["fake_probability"] == max(f["fake_probability"] for f in photo["faces"])
     per_frame = {}
@@ -218,6 +219,10 @@ def test_predict_json_gives_overall_and_per_face_probabilities(folder, tmp_path,
     assert sorted(per_frame) == [0, 2, 4]
     assert video["fake_probability"] == pytest.approx(np.mean(list(per_frame.values())))
     assert empty["fake_probability"] is None and empty["faces"] == [] and empty["frames"] == 4
+    vis = {p.relative_to(tmp_path / "vis").as_posix() for p in (tmp_path / "vis").rglob("*.png")}
+    assert {"photo.png", "r1_scores.png", "empty_scores.png", "r1/000000.png", "r1/000007.png"} <= vis
+    drawn = cv2.imread(str(tmp_path / "vis/photo.png"))
+    assert drawn.shape == (SQUARE, 3 * SQUARE, 3) and (drawn != cv2.imread(str(folder / "real/photo.png"))).any()
 
 
 class OffFrameDetector(SquareDetector):
