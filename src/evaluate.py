@@ -47,7 +47,7 @@ from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
 from .distributed import barrier, broadcast, finish, init_distributed, leave
 from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector, is_image,
-                    keep_large, list_media, make_detector, read_frame_batches)
+                    keep_large, list_media, make_detector, one_thread, read_frame_batches)
 from .logs import cli, setup_logging
 from .models import student_view, teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
@@ -345,12 +345,6 @@ def _as_is(sample: dict) -> dict:
     return sample
 
 
-def _one_thread(worker_id: int) -> None:
-    """Each DataLoader worker decodes and detects with one thread: N workers keep N cores busy, not N x N."""
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
 def evaluate_items(items: list[Item], detector: Detector, model: nn.Module, size: int, frames: int = 32,
                    device: str | torch.device = "cpu", batch_size: int = 32, timer: dict | None = None,
                    workers: int = 0, bf16: bool = False,
@@ -363,7 +357,7 @@ def evaluate_items(items: list[Item], detector: Detector, model: nn.Module, size
     """
     in_workers = getattr(detector, "device", torch.device("cpu")).type != "cuda"
     loader = DataLoader(VideoCrops(items, detector if in_workers else None, frames, size), batch_size=None,
-                        num_workers=workers, collate_fn=_as_is, worker_init_fn=_one_thread)
+                        num_workers=workers, collate_fn=_as_is, worker_init_fn=one_thread)
     results, n_frames, start = [], 0, time.perf_counter()
     bar = tqdm(total=len(items), desc="videos", unit="video", dynamic_ncols=True)
     for out in loader:

@@ -284,6 +284,14 @@ def read_frames(path: str | Path, count: int) -> Iterator[tuple[int, np.ndarray]
         cap.release()
 
 
+def one_thread(worker_id: int = 0) -> None:
+    """A worker process decodes and detects with one thread: N workers keep N cores busy, not N x N."""
+    import torch  # noqa: PLC0415 (the dlib path needs no torch)
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
 def read_frame_batches(path: str | Path, count: int, batch: int = 8) -> Iterator[list[tuple[int, np.ndarray]]]:
     """`read_frames` in lists of up to `batch` frames, for detectors that take several frames at once."""
     frames = read_frames(path, count)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
+import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -27,8 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .distributed import Dist, barrier, finish, gather, init_distributed, leave
 from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
-                    make_detector, read_frame_batches)
+                    make_detector, one_thread, read_frame_batches)
 from .logs import cli, setup_logging
 
 _logger = logging.getLogger(__name__)
@@ -125,25 +128,55 @@ def record_face_source(out: Path, info: dict) -> None:
         path.write_text(json.dumps(info, indent=2))
 
 
+_POOL: dict = {}  # the detectors of a preprocessing run, inherited by its forked worker processes
+
+
+def _process_one(job: tuple[Path, Path, int]) -> Summary:
+    summary = Summary()
+    process_video(*job[:2], _POOL["detector"], _POOL["landmarker"], job[2], summary)
+    return summary
+
+
+def merge(into: Summary, other: Summary) -> None:
+    for f in fields(Summary):
+        setattr(into, f.name, getattr(into, f.name) + getattr(other, f.name))
+
+
 def preprocess(root: str | Path, compression: str, detector: Detector, landmarker: DlibDetector, frames: int = 32,
-               sequences: list[str] | None = None) -> dict[str, Summary]:
+               sequences: list[str] | None = None, workers: int = 0, d: Dist = Dist()) -> dict[str, Summary]:
     """Process every unfinished video of the chosen sequences; returns a summary per sequence folder.
 
     `detector` gives the boxes (retina/), `landmarker` the landmarks (landmarks/); they may be one dlib detector.
+    `workers` processes take one video each at a time (a detector on the CPU); under torchrun each process takes
+    every world-th video, and its summaries are its own.
     """
     info = {**landmarker.describe(), **detector.describe(), "frames": frames}
+    if workers > 1 and getattr(detector, "device", torch.device("cpu")).type == "cuda":
+        _logger.info("RetinaFace runs on the GPU: one process per GPU (torchrun), no --workers")
+        workers = 0
     summaries = {}
     for videos in sequence_dirs(root, compression, sequences):
         out, summary = videos.parent, Summary()
-        record_face_source(out, info)
+        if d.is_main:
+            record_face_source(out, info)
+        barrier(d)
         paths = sorted(videos.glob("*.mp4"))
         if not paths:
             _logger.warning("%s holds no .mp4 video", videos)
-        for path in tqdm(paths, desc=str(videos.relative_to(root)), dynamic_ncols=True):
-            if (out / "frames" / path.stem).is_dir():
-                summary.skipped += 1
-                continue
-            process_video(path, out, detector, landmarker, frames, summary)
+        todo = [p for p in paths[d.rank::d.world] if not (out / "frames" / p.stem).is_dir()]
+        summary.skipped = len(paths[d.rank::d.world]) - len(todo)
+        bar = tqdm(total=len(todo), desc=str(videos.relative_to(root)), dynamic_ncols=True)
+        if workers > 1:
+            _POOL.update(detector=detector, landmarker=landmarker)
+            with multiprocessing.get_context("fork").Pool(workers, initializer=one_thread) as pool:
+                for done in pool.imap_unordered(_process_one, [(p, out, frames) for p in todo]):
+                    merge(summary, done)
+                    bar.update(1)
+        else:
+            for path in todo:
+                process_video(path, out, detector, landmarker, frames, summary)
+                bar.update(1)
+        bar.close()
         summaries[str(out)] = summary
     return summaries
 
@@ -169,16 +202,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sequences", nargs="+", help="e.g. youtube Deepfakes (default: youtube and the four FF++ "
                                                    "manipulations present)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="RetinaFace's device")
+    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                    help="processes working on one video each with a CPU detector (default: %(default)s)")
     a = ap.parse_args(argv)
     setup_logging()
+    d = init_distributed(cpu=not a.device.startswith("cuda"))  # under torchrun: each process a share of the videos
     try:
         landmarker = DlibDetector(a.shape_predictor)
         detector = landmarker if a.detector == "dlib" else make_detector(
-            a.detector, retinaface_weights=a.retinaface_weights, device=a.device)
-        summaries = preprocess(a.root, a.compression, detector, landmarker, a.frames, a.sequences)
+            a.detector, retinaface_weights=a.retinaface_weights, device=d.device if d.world > 1 else a.device)
+        summaries = preprocess(a.root, a.compression, detector, landmarker, a.frames, a.sequences, a.workers, d)
     except (FileNotFoundError, ValueError) as e:
+        leave(d)
         ap.exit(2, f"error: {e}\n")
-    report(summaries)
+    for rank_summaries in gather(summaries, d)[1:]:
+        for out, s in rank_summaries.items():
+            merge(summaries[out], s)
+    if d.is_main:
+        report(summaries)
+    finish(d)
 
 
 if __name__ == "__main__":

@@ -157,3 +157,38 @@ def test_preprocess_takes_boxes_and_landmarks_from_two_detectors_as_the_referenc
     assert sorted(p.name for p in (base / "frames/000").iterdir()) == ["009.png"]
     assert json.loads((base / "faces.json").read_text()) == dict(detector="retinaface", landmarks="bright.dat",
                                                                landmark_points=68, frames=4)
+
+
+def _bright_root(tmp_path, name):
+    videos = tmp_path / name / "original_sequences/youtube/c23/videos"
+    videos.mkdir(parents=True)
+    for k in range(3):
+        write_video(videos / f"00{k}.mp4", gray_frames(10, 20 + 3 * k))
+    return tmp_path / name
+
+
+def _written(root):
+    base = root / "original_sequences/youtube/c23"
+    return {p.relative_to(base).as_posix(): (np.load(p) if p.suffix == ".npy" else p.read_bytes())
+            for p in sorted(base.rglob("*")) if p.is_file() and "videos" not in p.parts}
+
+
+def _preprocess_rank(d, root):
+    dlib = BrightFaceDetector()
+    return preprocess(root, "c23", dlib, dlib, frames=4, d=d)[str(root / "original_sequences/youtube/c23")].done
+
+
+def test_worker_processes_and_torchrun_shards_write_what_one_process_writes(tmp_path):
+    from test_ddp import run_ranks
+
+    dlib = BrightFaceDetector()
+    one = preprocess(_bright_root(tmp_path, "one"), "c23", dlib, dlib, frames=4)
+    pool = preprocess(_bright_root(tmp_path, "pool"), "c23", dlib, dlib, frames=4, workers=2)
+    assert [(s.done, s.frames, s.no_face_frames) for s in one.values()] == \
+        [(s.done, s.frames, s.no_face_frames) for s in pool.values()] == [(3, 12, 7)]
+    shards = run_ranks(_preprocess_rank, 2, _bright_root(tmp_path, "ranks"))
+    assert shards == [2, 1]  # videos 0 and 2 on rank 0, video 1 on rank 1
+    expected = _written(tmp_path / "one")
+    for other in ("pool", "ranks"):
+        got = _written(tmp_path / other)
+        assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in expected)
