@@ -4,7 +4,9 @@
     python -m src.bench_data configs/config_SBI.json --synthetic 1280x720 --face-size 200   # no FF++ needed
 
 The SBI pipeline is CPU-bound and is what starves a GPU in this field. The figures are printed for the
-configured mask type and for the single convex-hull mask (the public reference's default), to compare like with like.
+configured mask type and for the single convex-hull mask (the public reference's default), to compare like with like,
+and for both data layouts, full frames and face regions (src.regions), when the regions exist (--synthetic makes
+them), with the disk space of each.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import load_config
-from .dataset import SBIDataset, build_dataset, collate_pairs
+from .dataset import SBIDataset, build_dataset, collate_pairs, video_dir
+from .regions import disk_mb, make_regions
 from .synthetic import generate_dataset, parse_size
 from .logs import cli
 
@@ -70,16 +73,22 @@ def main(argv: list[str] | None = None) -> None:
         cfg.data_root = tempfile.mkdtemp(prefix="bench_data_")
         generate_dataset(cfg.data_root, videos=8, frames=16, frame_size=args.synthetic, face_size=args.face_size,
                          compression=cfg.compression)
-    batch = cfg.batch_size // 2
+        make_regions(cfg.data_root, cfg.compression)
+    base, batch = video_dir(cfg.data_root, cfg.compression), cfg.batch_size // 2
+    layouts = [layout for layout in ("frames", "regions") if (base / layout).is_dir()]
     print(f"SBI pairs/s, {args.split} split, image_size {cfg.image_size}, batch {batch} pairs, data {cfg.data_root}")
-    print(f"{'mask type':<12}{'1 process':>10}{f'{args.workers} workers':>12}  " + "".join(f"{s:>9}" for s in STAGES))
+    print(f"{'layout':<9}{'mask type':<12}{'1 process':>10}{f'{args.workers} workers':>12}  "
+          + "".join(f"{s:>9}" for s in STAGES))
     for mask_type in dict.fromkeys((cfg.mask_type, "hull")):
-        cfg.mask_type = mask_type
-        dataset = build_dataset(cfg, args.split)
-        rate, profile = one_process(dataset, args.pairs, batch)
-        parallel = with_workers(dataset, args.workers, args.pairs, batch)
-        print(f"{mask_type:<12}{rate:>10.1f}{parallel:>12.1f}  " + "".join(f"{profile[s] * 1e3:>7.1f}ms" for s in STAGES))
-    print("stage columns: milliseconds per pair in one process")
+        for layout in layouts:  # the same frames, one layout after the other
+            cfg.mask_type, cfg.data_layout = mask_type, layout
+            dataset = build_dataset(cfg, args.split)
+            rate, profile = one_process(dataset, args.pairs, batch)
+            parallel = with_workers(dataset, args.workers, args.pairs, batch)
+            print(f"{layout:<9}{mask_type:<12}{rate:>10.1f}{parallel:>12.1f}  "
+                  + "".join(f"{profile[s] * 1e3:>7.1f}ms" for s in STAGES))
+    print("stage columns: milliseconds per pair in one process; disk: "
+          + ", ".join(f"{layout} {disk_mb(base / layout):.0f} MB" for layout in layouts))
 
 
 if __name__ == "__main__":

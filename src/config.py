@@ -42,6 +42,7 @@ class Config:
     image_size: int = field(default=380, metadata=_range(32, 2048))  # SBI crop size, the teacher's input
     student_image_size: Optional[int] = field(default=256, metadata=_range(32, 2048))  # None: same as image_size
     frames_per_video: int = field(default=8, metadata=_range(1, 1000))
+    data_layout: str = field(default="frames", metadata=_choice("frames", "regions"))  # regions: src.regions
     mask_type: str = field(default="random", metadata=_choice("random", "hull", "dfl_full", "extended", "components"))
     max_bad_fraction: float = field(default=0.01, metadata=_range(0.0, 1.0))
     faces: Optional[dict] = None  # recorded by training: data_root's faces.json (the detector that made the data)

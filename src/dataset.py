@@ -15,8 +15,8 @@ from torch.utils.data import Dataset
 from .config import Config
 from .faces import read_face_source
 from .logs import UserError
-from .sbi import (BadSample, augment, box_crop, choose_box, hflip, landmark_crop, pair_transform, reorder_forehead,
-                  self_blend, source_transform)
+from .sbi import (BadSample, augment, box_crop, choose_box, flip_points, landmark_bounds, pair_transform,
+                  reorder_forehead, self_blend, source_transform)
 
 _logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -49,12 +49,18 @@ def split_videos(root: str | Path, split: str) -> list[str]:
     return sorted({vid for pair in json.loads(path.read_text()) for vid in pair})
 
 
-def list_frames(root: str | Path, split: str, compression: str, frames_per_video: int) -> list[Path]:
-    """Per video of the split, `frames_per_video` frames at round(linspace); frames without landmarks are dropped."""
+LAYOUTS = ("frames", "regions")  # full frames, or the face regions of src.regions (config key data_layout)
+
+
+def list_frames(root: str | Path, split: str, compression: str, frames_per_video: int,
+                layout: str = "frames") -> list[Path]:
+    """Per video of the split, `frames_per_video` frames at round(linspace); frames without landmarks are dropped.
+
+    `layout` names the folder of images beside landmarks/ and retina/: frames/ or regions/."""
     base = video_dir(root, compression)
     frames, missing_video, missing_files = [], 0, 0
     for vid in split_videos(root, split):
-        paths = sorted((base / "frames" / vid).glob("*.png"))
+        paths = sorted((base / layout / vid).glob("*.png"))
         if not paths:
             missing_video += 1
             continue
@@ -69,8 +75,10 @@ def list_frames(root: str | Path, split: str, compression: str, frames_per_video
         _logger.warning("%s split: %d video(s) without frames, %d frame(s) without landmark/retina file (dropped)",
                         split, missing_video, missing_files)
     if not frames:
-        raise FileNotFoundError(f"the {split} split has no usable frames: looked in {base / 'frames'} for the videos "
-                                f"of {Path(root) / (split + '.json')} (and their landmarks/ and retina/ files)")
+        hint = f"; make it with python -m src.regions --root {root} --compression {compression}" \
+            if layout == "regions" else ""
+        raise FileNotFoundError(f"the {split} split has no usable frames: looked in {base / layout} for the videos "
+                                f"of {Path(root) / (split + '.json')} (and their landmarks/ and retina/ files){hint}")
     return frames
 
 
@@ -114,10 +122,10 @@ class SBIDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str, image_size: int, compression: str = "c23",
-                 frames_per_video: int = 8, mask_type: str = "random", seed: int = 5):
+                 frames_per_video: int = 8, mask_type: str = "random", seed: int = 5, layout: str = "frames"):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not '{split}'")
-        self.frames = list_frames(root, split, compression, frames_per_video)
+        self.frames, self.layout = list_frames(root, split, compression, frames_per_video, layout), layout
         self.faces = read_face_source(video_dir(root, compression))  # which detector and landmarks made the data
         self.train, self.image_size, self.mask_type, self.seed, self.epoch = split == "train", image_size, mask_type, seed, 0
         self.source_aug, self.pair_aug = source_transform(), pair_transform()
@@ -146,14 +154,25 @@ class SBIDataset(Dataset):
             raise BadSample("missing or unreadable frame")
         landmark = _load_points(_aux_path(path, "landmarks"), "landmark", (68, 81))[0].astype(np.int32)
         box = choose_box(landmark, _load_points(_aux_path(path, "retina"), "retina", (7,)).astype(np.float32))
+        if self.layout == "regions":  # where the region lies in its frame, and the frame's size
+            ox, oy, width, height = _load_points(_aux_path(path, "regions"), "region", (2,)).reshape(4).tolist()
+        else:
+            (ox, oy), (height, width) = (0, 0), img.shape[:2]
         landmark = reorder_forehead(landmark)
         watch.lap("decode")
-        if self.train and rng.random() < 0.5:
-            img, landmark, box = hflip(img, landmark, box)
-        x0, y0, x1, y1 = landmark_crop(img, landmark)
+        flip = self.train and rng.random() < 0.5
+        if flip:  # the mirrored frame's first crop is these columns of the frame, read right to left
+            landmark, box = flip_points(landmark, box, width)
+        x0, y0, x1, y1 = landmark_bounds(landmark, width, height)
         if x1 - x0 < 2 or y1 - y0 < 2:
             raise BadSample("landmarks lie outside the image")
-        img, landmark, box = cv2.cvtColor(img[y0:y1, x0:x1], cv2.COLOR_BGR2RGB), landmark - [x0, y0], box - [x0, y0]
+        left, right = (width - x1, width - x0) if flip else (x0, x1)
+        if left < ox or y0 < oy or right - ox > img.shape[1] or y1 - oy > img.shape[0]:
+            raise BadSample("its face region does not hold the crop its landmarks need (regions made from other "
+                            "landmarks?): run python -m src.regions again")
+        face = img[y0 - oy:y1 - oy, left - ox:right - ox]
+        img, landmark, box = cv2.cvtColor(face[:, ::-1] if flip else face, cv2.COLOR_BGR2RGB), landmark - [x0, y0], \
+            box - [x0, y0]
         watch.lap("crops")
         for _ in range(MAX_TRIES):  # an empty blend mask is resampled, never divided by
             try:
@@ -245,4 +264,4 @@ def ensure_data(cfg: Config) -> Path:
 
 def build_dataset(cfg: Config, split: str) -> SBIDataset:
     return SBIDataset(ensure_data(cfg), split, cfg.image_size, cfg.compression, cfg.frames_per_video,
-                      cfg.mask_type, cfg.seed)
+                      cfg.mask_type, cfg.seed, cfg.data_layout)

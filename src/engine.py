@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
 from .dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
+from .faces import fork_safe_opencv
 from .distributed import (Dist, all_true, any_true, barrier, broadcast, epoch_indices, finish, gather, init_distributed,
                           leave, sync_buffers)
 from .logs import UserError, setup_logging
@@ -74,10 +74,9 @@ def saving() -> Iterator[None]:
 
 def _quiet_worker(worker_id: int) -> None:
     """DataLoader workers leave SIGINT/SIGTERM to the training process (torchrun signals whole process groups: a
-    worker killed mid-step would crash the step before last.pth is written) and decode with one OpenCV thread."""
+    worker killed mid-step would crash the step before last.pth is written)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    cv2.setNumThreads(1)  # else OpenCV starts one thread per core in every worker of every rank
 
 
 @contextlib.contextmanager
@@ -104,6 +103,8 @@ def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int |
     else:
         dataset.set_epoch(epoch)
         indices = epoch_indices(len(dataset), epoch, cfg.seed, d, pairs)[skip_batches * pairs:]
+    if cfg.num_workers:
+        fork_safe_opencv()  # else OpenCV would start one thread per core in every worker of every rank
     return DataLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
                       collate_fn=collate_pairs, pin_memory=d.device.type == "cuda", worker_init_fn=_quiet_worker)
 

@@ -47,7 +47,8 @@ from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
 from .distributed import barrier, broadcast, finish, init_distributed, leave
 from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector, is_image,
-                    keep_large, list_media, make_detector, one_thread, read_frame_batches)
+                    fork_safe_opencv, keep_large, list_media, make_detector, one_thread,
+                    read_frame_batches)
 from .logs import cli, setup_logging
 from .models import student_view, teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
@@ -356,6 +357,8 @@ def evaluate_items(items: list[Item], detector: Detector, model: nn.Module, size
     the order of `items`, each passed to `on_result` as soon as it is scored.
     """
     in_workers = getattr(detector, "device", torch.device("cpu")).type != "cuda"
+    if workers:
+        fork_safe_opencv()
     loader = DataLoader(VideoCrops(items, detector if in_workers else None, frames, size), batch_size=None,
                         num_workers=workers, collate_fn=_as_is, worker_init_fn=one_thread)
     results, n_frames, start = [], 0, time.perf_counter()

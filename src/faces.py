@@ -285,10 +285,17 @@ def read_frames(path: str | Path, count: int) -> Iterator[tuple[int, np.ndarray]
 
 
 def one_thread(worker_id: int = 0) -> None:
-    """A worker process decodes and detects with one thread: N workers keep N cores busy, not N x N."""
+    """A worker process computes with one torch thread: N workers keep N cores busy, not N x N (OpenCV's count is
+    set by the parent before it forks: `fork_safe_opencv`)."""
     import torch  # noqa: PLC0415 (the dlib path needs no torch)
 
     torch.set_num_threads(1)
+
+
+def fork_safe_opencv() -> None:
+    """One OpenCV thread in this process, before it forks workers. A forked child hangs when it stops or uses the
+    thread pool of a parent that had started one; with one thread OpenCV runs serially everywhere (and N workers
+    keep N cores busy, not N x cores)."""
     cv2.setNumThreads(1)
 
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from .distributed import Dist, barrier, finish, gather, init_distributed, leave
 from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
-                    make_detector, one_thread, read_frame_batches)
+                    fork_safe_opencv, make_detector, one_thread, read_frame_batches)
 from .logs import cli, setup_logging
 
 _logger = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ def preprocess(root: str | Path, compression: str, detector: Detector, landmarke
         bar = tqdm(total=len(todo), desc=str(videos.relative_to(root)), dynamic_ncols=True)
         if workers > 1:
             _POOL.update(detector=detector, landmarker=landmarker)
+            fork_safe_opencv()
             with multiprocessing.get_context("fork").Pool(workers, initializer=one_thread) as pool:
                 for done in pool.imap_unordered(_process_one, [(p, out, frames) for p in todo]):
                     merge(summary, done)

@@ -62,16 +62,20 @@ def choose_box(landmark: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return boxes[int(np.argmax(scores))].copy()
 
 
-def hflip(img: np.ndarray, landmark: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mirror image (a view), landmarks (x' = W - x, indices mirrored) and box (corners and keypoints swapped)."""
-    w = img.shape[1]
+def flip_points(landmark: np.ndarray, box: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks (x' = W - x, indices mirrored) and box (corners and keypoints swapped) of the mirrored frame."""
     landmark = landmark[MIRROR[: len(landmark)]].copy()
-    landmark[:, 0] = w - landmark[:, 0]
+    landmark[:, 0] = width - landmark[:, 0]
     flipped = box.copy()
-    flipped[0, 0], flipped[1, 0] = w - box[1, 0], w - box[0, 0]
+    flipped[0, 0], flipped[1, 0] = width - box[1, 0], width - box[0, 0]
     flipped[2:] = box[[3, 2, 4, 6, 5]]
-    flipped[2:, 0] = w - flipped[2:, 0]
-    return img[:, ::-1], landmark, flipped
+    flipped[2:, 0] = width - flipped[2:, 0]
+    return landmark, flipped
+
+
+def hflip(img: np.ndarray, landmark: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mirror image (a view), landmarks and box (`flip_points`)."""
+    return img[:, ::-1], *flip_points(landmark, box, img.shape[1])
 
 
 def crop_bounds(box: tuple[float, float, float, float], margins: tuple[float, float, float, float],
@@ -83,12 +87,22 @@ def crop_bounds(box: tuple[float, float, float, float], margins: tuple[float, fl
             min(width, int(x1 + right) + 1), min(height, int(y1 + bottom) + 1))
 
 
-def landmark_crop(img: np.ndarray, landmark: np.ndarray) -> tuple[int, int, int, int]:
-    """First crop: around the 68 landmarks, w/2 left and right, h above, 0.4h below."""
+def landmark_bounds(landmark: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """First crop of a width x height frame: around the 68 landmarks, w/2 left and right, h above, 0.4h below."""
     x0, y0 = landmark[:68].min(0)
     x1, y1 = landmark[:68].max(0)
     w, h = x1 - x0, y1 - y0
-    return crop_bounds((x0, y0, x1, y1), (w / 2, h, w / 2, 0.4 * h), img.shape[1], img.shape[0])
+    return crop_bounds((x0, y0, x1, y1), (w / 2, h, w / 2, 0.4 * h), width, height)
+
+
+def sample_region(landmark: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): every pixel of a frame that its SBI samples can read, the first crop with and without the
+    horizontal flip (the later crops, the blend and the augmentation all stay inside the first crop)."""
+    x0, y0, x1, y1 = landmark_bounds(landmark, width, height)
+    mirrored = landmark.copy()
+    mirrored[:, 0] = width - landmark[:, 0]
+    fx0, fy0, fx1, fy1 = landmark_bounds(mirrored, width, height)  # flipped columns j read columns W - 1 - j
+    return min(x0, width - fx1), min(y0, fy0), max(x1, width - fx0), max(y1, fy1)
 
 
 def box_crop(img: np.ndarray, box: np.ndarray, rng: np.random.Generator | None) -> tuple[int, int, int, int]:
