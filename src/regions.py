@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import shutil
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -75,14 +76,21 @@ def make_regions(root: str | Path, compression: str = "c23", workers: int = 0, l
     todo = [d for d in sorted((base / "frames").iterdir())
             if d.is_dir() and not d.name.startswith(".") and not (base / "regions" / d.name).is_dir()]
     jobs = [(d, level) for d in todo]
-    with tqdm(total=len(jobs), desc="regions", unit="video", dynamic_ncols=True) as bar:
-        if workers > 1:
-            fork_safe_opencv()
-            with multiprocessing.get_context("fork").Pool(workers, initializer=one_thread) as pool:
-                counts = [bar.update(1) or n for n in pool.imap_unordered(_job, jobs)]
-        else:
-            counts = [bar.update(1) or _job(job) for job in jobs]
-    return len(todo), sum(counts)
+    if workers <= 1:
+        return len(todo), _counted(map(_job, jobs), len(jobs))
+    fork_safe_opencv()
+    with multiprocessing.get_context("fork").Pool(workers, initializer=one_thread) as pool:
+        return len(todo), _counted(pool.imap_unordered(_job, jobs), len(jobs))
+
+
+def _counted(results: Iterable[int], total: int) -> int:
+    """The sum of `results`, with a progress bar over videos."""
+    written = 0
+    with tqdm(total=total, desc="regions", unit="video", dynamic_ncols=True) as bar:
+        for n in results:
+            written += n
+            bar.update(1)
+    return written
 
 
 def disk_mb(folder: Path) -> float:

@@ -10,16 +10,20 @@ from src.regions import disk_mb, make_regions
 from src.synthetic import generate_dataset
 
 
-@pytest.fixture(scope="module", params=[81, 68])
+@pytest.fixture(scope="module", params=[(81, 2), (68, 0)])  # (landmark points, worker processes)
 def root(request, tmp_path_factory):
     """Large faces in small frames, so that crops touch the border; some frames hold a second face."""
-    root = generate_dataset(tmp_path_factory.mktemp(f"regions{request.param}") / "data", videos=8, frames=3,
-                            frame_size=(200, 150), face_size=95, n_landmarks=request.param, seed=3)
-    make_regions(root, "c23", workers=2)
+    points, workers = request.param
+    root = generate_dataset(tmp_path_factory.mktemp(f"regions{points}") / "data", videos=8, frames=3,
+                            frame_size=(200, 150), face_size=95, n_landmarks=points, seed=3)
+    assert make_regions(root, "c23", workers=workers) == (8, 24)
     return root
 
 
 def test_samples_are_bit_identical_to_the_full_frames(root):
+    base = video_dir(root, "c23")
+    assert sorted(p.relative_to(base / "regions").with_suffix("") for p in (base / "regions").rglob("*.png")) == \
+        sorted(p.relative_to(base / "frames").with_suffix("") for p in (base / "frames").rglob("*.png"))
     for split in ("train", "val"):
         frames, regions = SBIDataset(root, split, 48), SBIDataset(root, split, 48, layout="regions")
         assert [(p.parent.name, p.name) for p in frames.frames] == [(p.parent.name, p.name) for p in regions.frames]
