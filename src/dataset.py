@@ -49,9 +49,6 @@ def split_videos(root: str | Path, split: str) -> list[str]:
     return sorted({vid for pair in json.loads(path.read_text()) for vid in pair})
 
 
-LAYOUTS = ("frames", "regions")  # full frames, or the face regions of src.regions (config key data_layout)
-
-
 def list_frames(root: str | Path, split: str, compression: str, frames_per_video: int,
                 layout: str = "frames") -> list[Path]:
     """Per video of the split, `frames_per_video` frames at round(linspace); frames without landmarks are dropped.
@@ -60,7 +57,7 @@ def list_frames(root: str | Path, split: str, compression: str, frames_per_video
     base = video_dir(root, compression)
     frames, missing_video, missing_files = [], 0, 0
     for vid in split_videos(root, split):
-        paths = sorted((base / layout / vid).glob("*.png"))
+        paths = sorted((base / layout / vid).glob("*.png" if layout == "frames" else "*.npz"))
         if not paths:
             missing_video += 1
             continue
@@ -146,18 +143,27 @@ class SBIDataset(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng((self.seed, self.epoch, index) if self.train else (self.seed, index))
 
+    def _image(self, path: Path) -> tuple[np.ndarray, list[int]]:
+        """The BGR image of a frame or face region, and where it lies in its frame: x0, y0, frame width, height."""
+        if self.layout == "frames":
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise BadSample("missing or unreadable frame")
+            return img, [0, 0, img.shape[1], img.shape[0]]
+        try:
+            with np.load(path, allow_pickle=False) as region:
+                img, where = region["image"], region["where"]
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise BadSample(f"unreadable face region ({type(e).__name__}: {e}): run python -m src.regions again") \
+                from None
+        return img, where.reshape(4).tolist()
+
     def make(self, index: int, rng: np.random.Generator) -> Sample:
         """Build the pair of frame `index` (raises BadSample when its files cannot make one)."""
         path, watch = self.frames[index], Stopwatch(self.profile)
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR; converted to RGB after the first crop (cheaper)
-        if img is None:
-            raise BadSample("missing or unreadable frame")
+        img, (ox, oy, width, height) = self._image(path)  # BGR; to RGB after the first crop (cheaper)
         landmark = _load_points(_aux_path(path, "landmarks"), "landmark", (68, 81))[0].astype(np.int32)
         box = choose_box(landmark, _load_points(_aux_path(path, "retina"), "retina", (7,)).astype(np.float32))
-        if self.layout == "regions":  # where the region lies in its frame, and the frame's size
-            ox, oy, width, height = _load_points(_aux_path(path, "regions"), "region", (2,)).reshape(4).tolist()
-        else:
-            (ox, oy), (height, width) = (0, 0), img.shape[:2]
         landmark = reorder_forehead(landmark)
         watch.lap("decode")
         flip = self.train and rng.random() < 0.5

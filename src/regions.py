@@ -1,12 +1,13 @@
 """The face-region layout: per frame, only the pixels its SBI samples can read, so training decodes far less.
 
-    python -m src.regions --root data/FaceForensics++ --compression c23 [--workers 4] [--png-level 1]
+    python -m src.regions --root data/FaceForensics++ --compression c23 [--workers 4]
 
 Reads frames/ and landmarks/ of <root>/original_sequences/youtube/<c>/ (made by src.preprocess or by the SBI
 reference's code) and writes beside them:
-    regions/<vid>/<NNN>.png   the part of the frame that the first crop around the first face's landmarks covers,
-                              with and without the horizontal flip (every later step stays inside that crop)
-    regions/<vid>/<NNN>.npy   int32 [[[x0, y0], [W, H]]]: where the region lies in its frame, and the frame's size
+    regions/<vid>/<NNN>.npz   "image": the part of the frame (uint8 BGR, uncompressed: nothing to decode) that the
+                              first crop around the first face's landmarks covers, with and without the horizontal
+                              flip (every later step stays inside that crop); "where": int32 [[x0, y0], [W, H]],
+                              where the region lies in its frame and the frame's size
 Landmarks and boxes stay in their files, in frame coordinates. Training reads the regions with "data_layout":
 "regions"; its samples are bit-identical to the full frames' (tests/test_regions.py). A frame whose landmarks give no
 crop keeps its whole frame (training skips it either way). A video is done when regions/<vid> exists (written under
@@ -34,7 +35,7 @@ from .sbi import sample_region
 _logger = logging.getLogger(__name__)
 
 
-def write_region(frame: Path, folder: Path, level: int) -> bool:
+def write_region(frame: Path, folder: Path) -> bool:
     """The region of one frame into `folder`; False when the frame cannot be read (it is then left out)."""
     img = cv2.imread(str(frame), cv2.IMREAD_COLOR)  # as the dataset reads frames
     if img is None:
@@ -48,39 +49,33 @@ def write_region(frame: Path, folder: Path, level: int) -> bool:
         x0, y0, x1, y1 = 0, 0, 0, 0
     if x1 - x0 < 2 or y1 - y0 < 2:  # no crop: the whole frame, so that training reports this frame as it would
         x0, y0, x1, y1 = 0, 0, w, h
-    cv2.imwrite(str(folder / f"{frame.stem}.png"), img[y0:y1, x0:x1], [cv2.IMWRITE_PNG_COMPRESSION, level])
-    np.save(folder / f"{frame.stem}.npy", np.array([[[x0, y0], [w, h]]], np.int32))
+    np.savez(folder / f"{frame.stem}.npz", image=img[y0:y1, x0:x1], where=np.array([[x0, y0], [w, h]], np.int32))
     return True
 
 
-def write_video(frames: Path, level: int) -> int:
+def write_video(frames: Path) -> int:
     """regions/<vid> of the frames/<vid> folder `frames`; returns the number of regions written."""
     final = frames.parents[1] / "regions" / frames.name
     tmp = final.with_name(f".{frames.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    written = sum(write_region(p, tmp, level) for p in sorted(frames.glob("*.png")))
+    written = sum(write_region(p, tmp) for p in sorted(frames.glob("*.png")))
     tmp.rename(final)
     return written
 
 
-def _job(args: tuple[Path, int]) -> int:
-    return write_video(*args)
-
-
-def make_regions(root: str | Path, compression: str = "c23", workers: int = 0, level: int = 1) -> tuple[int, int]:
+def make_regions(root: str | Path, compression: str = "c23", workers: int = 0) -> tuple[int, int]:
     """Write the regions of every video not done yet; returns (videos written, regions written)."""
     base = video_dir(root, compression)
     if not (base / "frames").is_dir():
         raise FileNotFoundError(f"{base / 'frames'} not found: preprocess the videos first (python -m src.preprocess)")
     todo = [d for d in sorted((base / "frames").iterdir())
             if d.is_dir() and not d.name.startswith(".") and not (base / "regions" / d.name).is_dir()]
-    jobs = [(d, level) for d in todo]
     if workers <= 1:
-        return len(todo), _counted(map(_job, jobs), len(jobs))
+        return len(todo), _counted(map(write_video, todo), len(todo))
     fork_safe_opencv()
     with multiprocessing.get_context("fork").Pool(workers, initializer=one_thread) as pool:
-        return len(todo), _counted(pool.imap_unordered(_job, jobs), len(jobs))
+        return len(todo), _counted(pool.imap_unordered(write_video, todo), len(todo))
 
 
 def _counted(results: Iterable[int], total: int) -> int:
@@ -103,11 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", required=True, help="FF++ root (holding original_sequences/)")
     ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes (default: %(default)s)")
-    ap.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9",
-                    help="PNG compression of the regions: 1 decodes fastest for a little more disk (default 1)")
     a = ap.parse_args(argv)
     setup_logging()
-    videos, regions = make_regions(a.root, a.compression, a.workers, a.png_level)
+    videos, regions = make_regions(a.root, a.compression, a.workers)
     base = video_dir(a.root, a.compression)
     print(f"{videos} videos, {regions} regions written to {base / 'regions'}; disk: regions "
           f"{disk_mb(base / 'regions'):.0f} MB, full frames {disk_mb(base / 'frames'):.0f} MB. Train on them with "
