@@ -1,6 +1,6 @@
 """ONNX export of a detector, checked against PyTorch with ONNX Runtime.
 
-    python -m src.export --weights W [--format onnx|onnx-int8] [--out F] [--config configs/config_demo.json]
+    python -m src.export --weights W [--format onnx|onnx-int8] [--out F] [--config CONFIG]
 
 W is anything src.evaluate loads (FFc23.tar, a timm B4 state dict, this project's checkpoints); the input size is
 its face crop size (380 for the teacher files; a student resizes the crop inside, as in src.evaluate). The file
@@ -14,8 +14,9 @@ GlobalAveragePool, which int8 runs on uint8 (the teacher's 32 SE blocks).
 onnx       float32. The file is then run with ONNX Runtime on random inputs and on real ones (val crops of --config's
            data root, when it exists), and the max |difference| of the fake probability to PyTorch must be < 1e-4.
 onnx-int8  the deployed path: that file statically quantised to int8, calibrated on 128 train crops of --config's
-           data root (use the config the model was trained with). Not exact: the difference is printed, and the
-           check is the val AUC (src.benchmark).
+           data root. Not exact: the difference is printed, and the check is the val AUC (src.benchmark).
+--config defaults to the checkpoint's own training config (this project's checkpoints carry it); FFc23.tar and plain
+state dicts carry none, so int8 needs --config for them (the data their crops are to come from).
 """
 from __future__ import annotations
 
@@ -37,11 +38,11 @@ from timm.models.byobnet import BottleneckBlock, ByobNet
 from timm.models.mobilevit import LinearSelfAttention, MobileVitV2Block
 from torch import nn
 
-from .config import Config, load_config, resolve_path
+from .config import Config, build_config, load_config, resolve_path
 from .dataset import build_dataset, collate_pairs
 from .deploy import ort_session, quantize_int8
 from .logs import cli, setup_logging
-from .models import student_view
+from .models import student_view, torch_load
 
 _logger = logging.getLogger(__name__)
 for _name in ("onnxscript", "onnx_ir"):  # the exporter's graph passes log every step at INFO
@@ -274,22 +275,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")
     ap.add_argument("--format", choices=FORMATS, default="onnx")
     ap.add_argument("--out", help="output file (default: next to the weights, .onnx or _int8.onnx)")
-    ap.add_argument("--config", default="configs/config_demo.json",
-                    help="its data root gives the real check inputs (val) and the int8 calibration images (train)")
+    ap.add_argument("--config", help="its data root gives the real check inputs (val) and the int8 calibration "
+                                     "images (train); default: the checkpoint's own training config")
     a = ap.parse_args(argv)
     setup_logging()
     try:
         model, size, _ = load_detector_model(a.weights)
-        cfg = load_config(a.config, [f"image_size={size}"])
         weights = resolve_path(a.weights, "weights")
+        own = torch_load(weights).get("config") if not a.config else None
+        if a.config:
+            cfg = load_config(a.config, [f"image_size={size}"])
+        elif isinstance(own, dict):
+            cfg = build_config({**own, "image_size": size}, source=f"{weights} (its training config)")
+        elif a.format == "onnx-int8":
+            raise ValueError(f"{weights} carries no training config: pass --config, whose data root gives the int8 "
+                             f"calibration crops (e.g. configs/config_SBI.json for FF++)")
+        else:
+            cfg = None
         out = a.out or weights.with_name(weights.stem + (".onnx" if a.format == "onnx" else "_int8.onnx"))
         result = export(model, size, out, a.format, cfg)
     except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")
-    real = ("no real inputs: data root " + cfg.data_root + " does not exist" if result["real"] is None
-            else f"{result['real']:.2e} on real val crops")
+    source = "no config" if cfg is None else f"data root {cfg.data_root}, from {a.config or 'the checkpoint'}"
+    real = "no real inputs" if result["real"] is None else f"{result['real']:.2e} on real val crops"
+    if a.format == "onnx-int8":
+        print(f"int8 calibrated on {CALIBRATION_PAIRS * 2} train crops ({source})")
     print(f"wrote {result['path']} ({a.format}, {size} px, opset {OPSET}, dynamic batch)")
-    print(f"max |fake probability difference| to PyTorch: {result['random']:.2e} on random inputs, {real}")
+    print(f"max |fake probability difference| to PyTorch: {result['random']:.2e} on random inputs, {real} ({source})")
 
 
 if __name__ == "__main__":

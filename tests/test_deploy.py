@@ -132,3 +132,16 @@ def test_benchmark_prints_every_column_and_writes_rows_and_ratios(demo, tmp_path
     assert all(set(q) == {"latency_bs1", "throughput_bs32", "peak_memory"} for q in result["ratios"].values())
     check = result["auc_check"][0]
     assert set(check["auc"]) == {"eager", "onnx", "onnx-int8"} and (tmp_path / "benchmark.md").read_text() in printed
+
+
+def test_export_takes_the_checkpoints_own_config_and_never_a_silent_demo_one(demo, tmp_path, capsys):
+    data_root = json.loads((demo / "config.json").read_text())["data_root"]
+    torch.save({"model": create_classifier(TEACHER).state_dict(), "arch": TEACHER, "epoch": 1, "val_auc": 0.5,
+                "config": {"image_size": 48, "student_image_size": 40, "data_root": data_root}}, tmp_path / "own.pth")
+    export.main(["--weights", str(tmp_path / "own.pth"), "--format", "onnx-int8", "--out", str(tmp_path / "o.onnx")])
+    printed = capsys.readouterr().out
+    assert f"int8 calibrated on 128 train crops (data root {data_root}, from the checkpoint)" in printed
+    torch.save(create_classifier("tf_efficientnet_b4").state_dict(), tmp_path / "plain.pth")  # no training config
+    with pytest.raises(SystemExit):
+        export.main(["--weights", str(tmp_path / "plain.pth"), "--format", "onnx-int8"])
+    assert "carries no training config: pass --config" in capsys.readouterr().err
