@@ -1,5 +1,6 @@
 """Tests for src/faces.py and src/preprocess.py: dlib on a real face, frame sampling, the face filter, the layout."""
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -192,3 +193,14 @@ def test_worker_processes_and_torchrun_shards_write_what_one_process_writes(tmp_
     for other in ("pool", "ranks"):
         got = _written(tmp_path / other)
         assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in expected)
+
+
+def test_retinaface_weights_are_found_under_the_releases_own_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    assert faces.find_retinaface_weights() == faces.RETINAFACE_FILES[0]  # none there: the name the error gives
+    (tmp_path / "weights/retinaface_resnet50_2020-07-20.pth").write_bytes(b"")  # the .pth inside the zip
+    assert faces.find_retinaface_weights().name == "retinaface_resnet50_2020-07-20.pth"
+    (tmp_path / "weights/retinaface_resnet50_2020-07-20-f168fae3c.zip").write_bytes(b"")  # the release file itself
+    assert faces.find_retinaface_weights().name == "retinaface_resnet50_2020-07-20-f168fae3c.zip"
+    assert faces.find_retinaface_weights("elsewhere.pth") == Path("elsewhere.pth")
