@@ -112,7 +112,8 @@ def in_fresh_processes(cfg: Config, stage: int, steps: int, world: int = 1, thre
 
 
 def _line(name: str, r: dict, images: int) -> str:
-    return f"{name}: {r['step']:.3f} s/step, {images / r['step']:.1f} images/s, peak {r['memory']} {r['peak_mb']:.0f} MB"
+    return (f"{name}: {r['step']:.3f} s/step, {images / r['step']:.1f} images/s, peak {r['memory']} "
+            f"{r['peak_mb']:.0f} MB")
 
 
 def main(argv: list[str] | None = None) -> None:

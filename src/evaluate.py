@@ -6,8 +6,13 @@ Per video: `frames` frames at linspace(0, n - 1, frames) rounded down, faces det
 that made the model's training data: RetinaFace at 2048 px for FFc23.tar, as published), faces below half the
 largest one's area dropped, each cropped with the test margins (w/8, h/8 per side), resized to the model's input and
 scored; frame score = max over faces, video score = mean over frames with a face. A video without any face scores
-0.5 and is listed; a face whose box cannot be cropped is skipped and counted (bad_faces). Writes results.json and
-videos.csv to `--out` (default output/evaluate_<dataset>_<time>/) and prints a table.
+0.5 and is listed; a face whose box cannot be cropped is skipped and counted (bad_faces). Writes results.json,
+videos.csv and roc.png to `--out` (default output/evaluate_<dataset>_<time>/) and prints a table.
+
+--workers processes decode, detect and crop videos ahead of the model; each scored video is appended to
+videos.jsonl, and the same command with an interrupted run's --out scores only the missing ones; under torchrun
+each process scores every world-th video and rank 0 merges them; --runtime onnx scores an exported file in ONNX
+Runtime.
 
 Dataset layouts (`--root`):
     ff      FF++ root: test.json, original_sequences/youtube/<c>/videos/<id>.mp4 (real) and

@@ -40,7 +40,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 PREDICTOR_81 = Path("weights/shape_predictor_81_face_landmarks.dat")
 # The release's own file name first, then the .pth inside it (and that name zipped again)
-RETINAFACE_FILES = tuple(Path("weights") / f"retinaface_resnet50_2020-07-20{s}" for s in ("-f168fae3c.zip", ".pth", ".zip"))
+RETINAFACE_FILES = tuple(Path("weights") / f"retinaface_resnet50_2020-07-20{end}"
+                         for end in ("-f168fae3c.zip", ".pth", ".zip"))
 FACES_FILE = "faces.json"  # beside frames/: the detector and landmark model that made a preprocessed folder
 # What a folder without FACES_FILE holds: the SBI reference's preprocessing (RetinaFace boxes, dlib 81 points)
 REFERENCE_FACES = dict(detector="retinaface", max_size=2048, landmarks=PREDICTOR_81.name, landmark_points=81)
@@ -199,7 +200,8 @@ def read_face_source(folder: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); re-run src.preprocess or delete it") from None
     if info.get("detector") not in DETECTOR_FOR_DATA:
-        raise ValueError(f"{path}: unknown detector {info.get('detector')!r}; expected one of {list(DETECTOR_FOR_DATA)}")
+        raise ValueError(f"{path}: unknown detector {info.get('detector')!r}; expected one of "
+                         f"{list(DETECTOR_FOR_DATA)}")
     return info
 
 

@@ -11,7 +11,8 @@ class UserError(Exception):
     """A failure of the user's data or settings whose message says what to do (bad data, non-finite training)."""
 
 
-EXPECTED = (ValueError, OSError, UserError)  # config errors are ValueErrors; missing files and unreadable media OSErrors
+# config errors are ValueErrors; missing files and unreadable media are OSErrors
+EXPECTED = (ValueError, OSError, UserError)
 
 
 def cli(main: Callable[[], object]) -> None:

@@ -15,7 +15,8 @@ REFERENCE = Path(__file__).resolve().parents[1] / ".ref"
 def reference_packages() -> Path:
     """The folder holding requirements-ref.txt's packages (the README's test line installs them; CI must have them)."""
     if not (REFERENCE / "retinaface").is_dir() or not (REFERENCE / "albumentations").is_dir():
-        message = f"the reference packages are not in {REFERENCE}: pip install --no-deps --target .ref -r requirements-ref.txt"
+        message = (f"the reference packages are not in {REFERENCE}: "
+                   f"pip install --no-deps --target .ref -r requirements-ref.txt")
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -312,9 +312,7 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped(folder, tmp_path, mo
 
 
 def _evaluate_rank(d, folder, out):
-    from _pytest.monkeypatch import MonkeyPatch
-
-    with MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:
         return _cli(folder, out, mp)
 
 

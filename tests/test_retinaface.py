@@ -52,7 +52,8 @@ def test_anchors_equal_the_packages(package):
 
 def test_loads_zip_pth_and_module_prefix_strictly(weights, tmp_path):
     folder, state = weights
-    for path in (folder / "retinaface_resnet50_2020-07-20-f168fae3c.zip", folder / "retinaface_resnet50_2020-07-20.pth"):
+    for name in ("retinaface_resnet50_2020-07-20-f168fae3c.zip", "retinaface_resnet50_2020-07-20.pth"):
+        path = folder / name
         model = load_retinaface(path)
         assert torch.equal(model.state_dict()["fpn.output3.0.weight"], state["fpn.output3.0.weight"])
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "dp.pth")
