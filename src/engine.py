@@ -224,7 +224,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
                     f"or corrupt input data. Lower lr, start stage 2 from the stage-1 BEST.pth, or check the data.")
         stop_on_bad_data(tracker, not data_ok)
         if sums["batches"] % 20 == 0 and sums["n"]:  # the bar reads the device sums now and then, not every step
-            bar.set_postfix(loss=f"{running[0].item() / sums['n']:.4f}", acc=f"{running[3].item() / sums['n']:.3f}",
+            loss_sum, correct = running[[0, 3]].tolist()  # since the epoch's start, or since the resume
+            bar.set_postfix(loss=f"{(sums['loss'] + loss_sum) / sums['n']:.4f}",
+                            acc=f"{(sums['correct'] + correct) / sums['n']:.3f}",
                             lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         if not go_on:
             sums["interrupted"] = True
