@@ -72,11 +72,28 @@ def saving() -> Iterator[None]:
         _stop["saving"] = False
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _quiet_worker(worker_id: int) -> None:
     """DataLoader workers leave SIGINT/SIGTERM to the training process (torchrun signals whole process groups: a
-    worker killed mid-step would crash the step before last.pth is written)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    worker killed mid-step would crash the step before last.pth is written). A signal that arrived while the worker
+    started, blocked since its fork, is dropped here."""
+    for s in _STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+class _QuietLoader(DataLoader):
+    """A DataLoader whose workers are forked with SIGINT/SIGTERM blocked, so that a stop signal reaching them before
+    _quiet_worker runs (a new epoch's workers starting) does not kill them; the training process gets it as usual."""
+
+    def __iter__(self):
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            return super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextlib.contextmanager
@@ -105,7 +122,7 @@ def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int |
         indices = epoch_indices(len(dataset), epoch, cfg.seed, d, pairs)[skip_batches * pairs:]
     if cfg.num_workers:
         fork_safe_opencv()  # else OpenCV would start one thread per core in every worker of every rank
-    return DataLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
+    return _QuietLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
                       collate_fn=collate_pairs, pin_memory=d.device.type == "cuda", worker_init_fn=_quiet_worker)
 
 

@@ -80,6 +80,20 @@ def test_sigint_mid_epoch_writes_last_and_resumes_to_identical_weights(config, m
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_stop_signal_reaching_workers_as_they_start_does_not_kill_them(config, monkeypatch):
+    quiet = engine._quiet_worker
+
+    def signalled_while_starting(worker_id):  # torchrun signals the process group as a new epoch's workers start
+        os.kill(os.getpid(), signal.SIGTERM)
+        quiet(worker_id)
+
+    monkeypatch.setattr(engine, "_quiet_worker", signalled_while_starting)
+    cfg = load_config(config, ["num_workers=2"])
+    dataset = build_dataset(cfg, "train")
+    batches = list(make_loader(dataset, cfg, epoch=0))
+    assert len(batches) == len(dataset) // (cfg.batch_size // 2) and signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
+
+
 def test_fp16_is_refused_and_bf16_is_ignored_on_cpu(config, caplog):
     with pytest.raises(ConfigError, match="fp16 needs a gradient scaler"):
         load_config(config, ["amp=fp16"])
