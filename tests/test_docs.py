@@ -48,3 +48,22 @@ def test_each_documented_command_parses(source, module, argv, monkeypatch):
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
     with pytest.raises(Parsed):
         importlib.import_module(module).main(argv)
+
+
+def test_the_project_stands_alone_citing_no_design_file_outside_it():
+    files = [*ROOT.glob("*.md"), *ROOT.glob("*.py"), *(ROOT / "src").glob("*.py"), *(ROOT / "configs").glob("*.json")]
+    cited = {f.name for f in files for name in ("PIPELINE_DESIGN", "SBI_REFERENCE", "shared/docs")
+             if name in f.read_text()}
+    assert not cited and len(files) > 30
+
+
+def test_benchmark_on_cuda_says_loudly_what_it_skips(monkeypatch, caplog):
+    from src import benchmark
+
+    def stop(*args):
+        raise Parsed
+
+    monkeypatch.setattr(benchmark, "resolve", stop)  # right after the paths are chosen
+    with caplog.at_level("WARNING"), pytest.raises(Parsed):
+        benchmark.main(["--device", "cuda"])
+    assert "onnx, onnx-int8 and the int8 AUC check are skipped" in caplog.text and "--device cpu" in caplog.text
