@@ -184,6 +184,22 @@ READERS: dict[str, Callable[..., list[Item]]] = {
     "ff": ff_items, "dfd": dfd_items, "cdf": cdf_items, "dfdc": dfdc_items, "dfdcp": dfdcp_items,
     "ffiw": ffiw_items, "folder": folder_items,
 }
+# lists of <category>/<file> paths, whose videos the SBI reference's README puts in <category>/videos/<file> (dfdc's
+# are in videos/ in both layouts; ff, dfd and ffiw read FF++'s and FFIW's own videos/ folders)
+CATEGORY_LISTS = ("cdf", "dfdcp")
+
+
+def _check_sbi_layout(name: str, root: Path, missing: list[Path]) -> None:
+    """Refuse, with the fix, videos of a list of <category>/<file> paths found in <category>/videos/<file>."""
+    for path in missing:
+        category, *rest = path.relative_to(root).parts
+        found = root.joinpath(category, "videos", *rest)
+        if found.is_file():
+            raise FileNotFoundError(
+                f"the videos of '{name}' are in the SBI reference code's layout, not the release's that --dataset "
+                f"{name} reads: {path} is missing but {found} exists; move each category's files up out of its "
+                f"videos/ folder (e.g. mv {root / category}/videos/* {root / category}/) or point --root at a copy "
+                f"in the release's layout")
 
 
 def dataset_items(name: str, root: str | Path, compression: str = "c23") -> list[Item]:
@@ -192,10 +208,12 @@ def dataset_items(name: str, root: str | Path, compression: str = "c23") -> list
         raise ValueError(f"unknown dataset '{name}'; choose one of {list(READERS)}")
     root = Path(root)
     items = READERS[name](root, compression) if name in ("ff", "dfd") else READERS[name](root)
-    missing = [str(i.path) for i in items if not i.path.is_file()]
+    missing = [i.path for i in items if not i.path.is_file()]
+    if missing and name in CATEGORY_LISTS:
+        _check_sbi_layout(name, root, missing)
     if missing:
         raise FileNotFoundError(f"{len(missing)} of the {len(items)} videos of '{name}' are missing, e.g. "
-                                f"{', '.join(missing[:3])}")
+                                f"{', '.join(map(str, missing[:3]))}")
     if not items:
         raise FileNotFoundError(f"dataset '{name}' under {root} lists no video")
     return items

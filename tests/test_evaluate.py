@@ -154,28 +154,30 @@ def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, 
     assert "| all " in printed and all(stage in printed for stage in ("decode", "detect", "crop", "model", "frames/s"))
 
 
-def test_dataset_lists_read_the_release_layouts(tmp_path):
-    def touch(*paths):
-        for p in paths:
-            (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / p).write_bytes(b"")
+def touch(root, *paths):
+    """Empty files at `paths` under `root` (a dataset's list is read, and checked, before any video is decoded)."""
+    for p in paths:
+        (root / p).parent.mkdir(parents=True, exist_ok=True)
+        (root / p).write_bytes(b"")
 
+
+def test_dataset_lists_read_the_release_layouts(tmp_path):
     (tmp_path / "List_of_testing_videos.txt").write_text("1 YouTube-real/00170.mp4\n0 Celeb-synthesis/id0_0000.mp4\n")
-    touch("YouTube-real/00170.mp4", "Celeb-synthesis/id0_0000.mp4")
+    touch(tmp_path, "YouTube-real/00170.mp4", "Celeb-synthesis/id0_0000.mp4")
     assert [(i.path.name, i.label) for i in dataset_items("cdf", tmp_path)] == [("00170.mp4", 0), ("id0_0000.mp4", 1)]
     (tmp_path / "labels.csv").write_text("filename,label\naaa.mp4,1\nbbb.mp4,0\n")
-    touch("videos/aaa.mp4", "videos/bbb.mp4")
+    touch(tmp_path, "videos/aaa.mp4", "videos/bbb.mp4")
     assert [(i.path.name, i.label) for i in dataset_items("dfdc", tmp_path)] == [("aaa.mp4", 1), ("bbb.mp4", 0)]
     (tmp_path / "dataset.json").write_text(json.dumps({"m/a.mp4": {"label": "fake", "set": "test"},
                                                        "o/b.mp4": {"label": "real", "set": "test"},
                                                        "o/c.mp4": {"label": "real", "set": "train"}}))
-    touch("m/a.mp4", "o/b.mp4")
+    touch(tmp_path, "m/a.mp4", "o/b.mp4")
     assert [(i.path.name, i.label) for i in dataset_items("dfdcp", tmp_path)] == [("a.mp4", 1), ("b.mp4", 0)]
-    touch("source/val/videos/1.mp4", "target/val/videos/2.mp4")
+    touch(tmp_path, "source/val/videos/1.mp4", "target/val/videos/2.mp4")
     assert [(i.path.name, i.label) for i in dataset_items("ffiw", tmp_path)] == [("1.mp4", 0), ("2.mp4", 1)]
     (tmp_path / "test.json").write_text(json.dumps([["001", "002"]]))
     manipulations = evaluate.MANIPULATIONS
-    touch("original_sequences/youtube/c23/videos/001.mp4", "original_sequences/youtube/c23/videos/002.mp4",
+    touch(tmp_path, "original_sequences/youtube/c23/videos/001.mp4", "original_sequences/youtube/c23/videos/002.mp4",
           *(f"manipulated_sequences/{m}/c23/videos/{v}.mp4" for m in manipulations for v in ("001_002", "002_001")))
     ff = dataset_items("ff", tmp_path)
     assert len(ff) == 10 and sum(i.label for i in ff) == 8 and {i.group for i in ff} == {"real", *manipulations}
@@ -184,6 +186,29 @@ def test_dataset_lists_read_the_release_layouts(tmp_path):
         dataset_items("dfdc", tmp_path)
     with pytest.raises(FileNotFoundError, match="List_of_testing_videos.txt"):
         dataset_items("cdf", tmp_path / "nowhere")
+
+
+def test_videos_in_the_sbi_code_layout_are_refused_with_the_fix(tmp_path, capsys):
+    """The SBI reference's README puts each category's videos in <category>/videos/: named, with the fix."""
+    (tmp_path / "List_of_testing_videos.txt").write_text("1 Celeb-real/id0_0000.mp4\n0 Celeb-synthesis/id0_id1_0.mp4\n")
+    touch(tmp_path, "Celeb-real/videos/id0_0000.mp4", "Celeb-synthesis/videos/id0_id1_0.mp4")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--weights", "any", "--dataset", "cdf", "--root", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert all(text in err for text in (f"{tmp_path}/Celeb-real/id0_0000.mp4 is missing",
+                                        f"{tmp_path}/Celeb-real/videos/id0_0000.mp4 exists", "SBI", "videos/",
+                                        f"mv {tmp_path}/Celeb-real/videos/* {tmp_path}/Celeb-real/"))
+    (tmp_path / "dataset.json").write_text(json.dumps({"method_A/1/1_A/a.mp4": {"label": "fake", "set": "test"},
+                                                       "original_videos/1/b.mp4": {"label": "real", "set": "test"}}))
+    touch(tmp_path, "original_videos/videos/1/b.mp4")  # a.mp4 is nowhere: b.mp4 shows the layout
+    with pytest.raises(FileNotFoundError) as found:
+        dataset_items("dfdcp", tmp_path)
+    assert all(text in str(found.value) for text in (f"{tmp_path}/original_videos/1/b.mp4 is missing",
+                                                      f"{tmp_path}/original_videos/videos/1/b.mp4 exists", "videos/"))
+    (tmp_path / "original_videos/videos/1/b.mp4").unlink()  # in neither layout: the plain error
+    with pytest.raises(FileNotFoundError, match="2 of the 2 videos of 'dfdcp' are missing"):
+        dataset_items("dfdcp", tmp_path)
 
 
 def _checkpoint(path, student_image_size):
