@@ -219,7 +219,7 @@ def choose_detector(requested: str | None, faces: dict) -> str:
 
 
 def keep_large(faces: list[Face], ratio: float = 0.5) -> list[Face]:
-    """Drop faces whose box area is below `ratio` times the largest one's (the test-time filter of section 6)."""
+    """Drop faces whose box area is below `ratio` times the largest one's (the SBI test protocol's filter)."""
     if not faces:
         return faces
     largest = max(f.area for f in faces)

@@ -230,7 +230,7 @@ class RandomDownScale(A.ImageOnlyTransform):
 
 
 def source_transform() -> A.Compose:
-    """Colour and quality changes that make the blended source differ from the target (section 3.3)."""
+    """Colour and quality changes that make the blended source differ from the target (the SBI paper, section 3.3)."""
     return A.Compose([
         LegacyRGBShift(20, p=0.3),
         LegacyHueSaturationValue(0.3, p=1.0),

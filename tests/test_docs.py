@@ -7,8 +7,10 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+THIRD_PARTY = {"download-FaceForensics.py"}  # the FF++ authors' download script, sent on request
 
 
 class Parsed(Exception):
@@ -27,14 +29,18 @@ def commands() -> list[tuple[str, str, list[str]]]:
                         found.append((name, words[2], words[3:]))
                     elif words and words[0] in ("python", "torchrun") and any(w.endswith(".py") for w in words):
                         i = next(i for i, w in enumerate(words) if w.endswith(".py"))
-                        found.append((name, words[i][:-3], words[i + 1:]))
+                        if words[i] not in THIRD_PARTY:
+                            found.append((name, words[i][:-3], words[i + 1:]))
     return found
 
 
-def test_the_docs_hold_the_walk_from_preprocessing_to_the_benchmark():
-    modules = {m for _, m, _ in commands()}
-    assert {"src.preprocess", "train_student_only", "main_distillation", "src.evaluate", "src.export",
-            "src.benchmark", "src.regions"} <= modules
+def test_the_readme_walks_from_preprocessing_to_the_benchmark_in_order():
+    readme = [m for source, m, _ in commands() if source == "README.md"]
+    walk = ["src.preprocess", "src.regions", "src.preview", "train_student_only", "main_distillation", "src.evaluate",
+            "src.export", "src.benchmark"]
+    firsts = [readme.index(m) for m in walk]  # a missing step raises here
+    assert firsts == sorted(firsts), [readme[i] for i in sorted(firsts)]
+    assert "download-FaceForensics.py" in (ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("source, module, argv", commands(), ids=lambda v: v if isinstance(v, str) else None)
@@ -67,3 +73,22 @@ def test_benchmark_on_cuda_says_loudly_what_it_skips(monkeypatch, caplog):
     with caplog.at_level("WARNING"), pytest.raises(Parsed):
         benchmark.main(["--device", "cuda"])
     assert "onnx, onnx-int8 and the int8 AUC check are skipped" in caplog.text and "--device cpu" in caplog.text
+
+
+def test_the_guides_python_snippet_scores_a_clip_in_eval_mode(tmp_path, monkeypatch, capsys):
+    from src import faces
+    from src.evaluate import StudentInput
+    from test_evaluate import SquareDetector, _checkpoint, clip_frame
+    from test_faces import write_video
+
+    model = _checkpoint(tmp_path / "BEST.pth", 40)  # crops at 48 px, the student at 40 inside
+    write_video(tmp_path / "clip.mp4", [clip_frame((40, 90, 0))] * 8)
+    monkeypatch.setattr(faces, "make_detector", lambda name: SquareDetector())  # no RetinaFace weights here
+    snippet, = re.findall(r"```python\n(.*?)```", (ROOT / "KNOWLEDGE_DISTILLATION_GUIDE.md").read_text(), re.S)
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(snippet.replace("output/distill_mobilevit_*/weights/BEST.pth", "BEST.pth"), scope)
+    assert isinstance(scope["model"], StudentInput) and not scope["model"].training and scope["crop"] == 48
+    assert torch.equal(scope["model"].model.state_dict()["fc.weight"], model.state_dict()["fc.weight"])
+    assert len(scope["result"].faces) == 16 and 0 < scope["result"].score() < 1  # two faces in each of the 8 frames
+    assert str(scope["result"].score()) in capsys.readouterr().out
