@@ -1,12 +1,16 @@
 """Teacher vs student speed and memory, measured side by side in one run: the design's results table.
 
-    python -m src.benchmark [--teacher W] [--student W] [--device cpu|cuda] [--out DIR] [--bf16] [--threads N]
+    python -m src.benchmark [--teacher W] [--student W] [--student-input N] [--device cpu|cuda] [--out DIR] [--bf16]
+                            [--threads N]
 
 Teacher tf_efficientnet_b4 at 380 px and student mobilevitv2_200 at 256 px (--*-arch, --*-size), with random
-weights unless W is given (speed does not depend on the weights; a student file is measured at its own input
-size, without the crop resize). For each model and execution path: parameters, input size, latency at batch 1
-(median and p90 of --runs runs after warm-up), throughput at batch 32, and peak memory at inference (batch 1) and
-for one training step (eager only: forward, backward and SGD step at --train-batch). Paths:
+weights unless W is given (speed does not depend on the weights; a file brings its own architecture and sizes).
+The student is measured as shipped (src.export's file), on every path: it takes the face crop (--teacher-size with
+random weights, else the --student file's crop) and resizes it to its own size with antialiasing inside the network
+(input `380→256 px`); --student-input N feeds N px instead (the student's own size: the bare network). For each
+model and execution path: parameters, input size, latency at batch 1 (median and p90 of --runs runs after warm-up),
+throughput at batch 32, and peak memory at inference (batch 1) and for one training step (eager only: forward,
+backward and SGD step at --train-batch). Paths:
 
     eager      PyTorch, float32 (bf16 autocast with --bf16)
     onnx       the float32 ONNX export (src.export) in ONNX Runtime, all graph optimisations
@@ -53,11 +57,13 @@ AUC_TOLERANCE = 0.005
 
 @dataclass(frozen=True)
 class Model:
-    """One side of the comparison: role, timm architecture, input size, weights file (None: random weights)."""
+    """One side of the comparison: role, timm architecture, network input size, fed input size (the face crop, which
+    the network resizes to its size when they differ), weights file (None: random weights)."""
 
     role: str
     arch: str
     size: int
+    crop: int
     weights: str | None = None
 
 
@@ -68,28 +74,31 @@ def network(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, StudentInput) else model
 
 
-def build(m: Model) -> nn.Module:
-    """The eval-mode network of `m` on the CPU."""
-    from .evaluate import load_detector_model  # noqa: PLC0415
+def build(m: Model, net: nn.Module | None = None) -> nn.Module:
+    """The eval-mode network of `m` (`net`, else loaded on the CPU) fed as src.export's file is: crops at m.crop px,
+    resized to m.size inside (`StudentInput`) when they differ."""
+    from .evaluate import StudentInput, load_detector_model  # noqa: PLC0415
     from .models import create_classifier  # noqa: PLC0415
 
-    if m.weights is None:
-        return create_classifier(m.arch).eval()
-    return network(load_detector_model(m.weights)[0]).eval()
+    if net is None:
+        net = create_classifier(m.arch) if m.weights is None else network(load_detector_model(m.weights)[0])
+    return (net if m.crop == m.size else StudentInput(net, m.size)).eval()
 
 
-def resolve(role: str, arch: str, size: int, weights: str | None) -> tuple[Model, nn.Module]:
-    """(`Model`, its eval-mode network) of a role: from the weights file when given (its own architecture and size)."""
+def resolve(role: str, arch: str, size: int, weights: str | None, crop: int | None = None) -> tuple[Model, nn.Module]:
+    """(`Model`, its network from `build`) of a role: from the weights file when given (its own architecture, size and
+    crop), fed at `crop` px (None: the file's crop, or `size`)."""
     if weights is None:
-        m = Model(role, arch, size)
+        m = Model(role, arch, size, crop or size)
         return m, build(m)
     from .config import resolve_path  # noqa: PLC0415
     from .evaluate import load_detector_model  # noqa: PLC0415
 
     file = str(resolve_path(weights, f"{role} weights"))
-    model, crop, _ = load_detector_model(file)
-    net = network(model).eval()
-    return Model(role, net.pretrained_cfg["architecture"], crop if net is model else model.size, file), net
+    model, own, _ = load_detector_model(file)
+    net = network(model)
+    m = Model(role, net.pretrained_cfg["architecture"], own if net is model else model.size, crop or own, file)
+    return m, build(m, net)
 
 
 def _rss_mb(field: str) -> float:
@@ -110,7 +119,7 @@ def peak_memory(m: Model, path: str, onnx_file: str | None, device: str, bf16: b
     if path != "eager":
         base = _rss_baseline()
         session = ort_session(onnx_file, threads)
-        session.run(None, {"x": np.random.rand(1, 3, m.size, m.size).astype(np.float32)})
+        session.run(None, {"x": np.random.rand(1, 3, m.crop, m.crop).astype(np.float32)})
         return _rss_mb("VmHWM") - base, None
     import torch  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415
@@ -127,7 +136,7 @@ def peak_memory(m: Model, path: str, onnx_file: str | None, device: str, bf16: b
 
     net = build(m).to(dev)
     with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
-        net(torch.rand(1, 3, m.size, m.size, device=dev))
+        net(torch.rand(1, 3, m.crop, m.crop, device=dev))
     inference = peak()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -136,7 +145,7 @@ def peak_memory(m: Model, path: str, onnx_file: str | None, device: str, bf16: b
     net.train().requires_grad_(True)
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
-        logits = net(torch.rand(train_batch, 3, m.size, m.size, device=dev))
+        logits = net(torch.rand(train_batch, 3, m.crop, m.crop, device=dev))
     F.cross_entropy(logits.float(), torch.arange(train_batch, device=dev) % 2).backward()
     optimizer.step()
     return inference, peak()
@@ -177,14 +186,14 @@ def ort_runner(session, size: int, batch: int) -> Callable[[], object]:
 
 
 def export_paths(nets: dict[str, nn.Module], models: dict[str, Model], folder: Path) -> dict[str, dict[str, str]]:
-    """{path: {role: ONNX file}} of the ONNX Runtime paths; int8 calibrated on random images (same speed)."""
+    """{path: {role: ONNX file}} of the ONNX Runtime paths, fed crops; int8 calibrated on random ones (same speed)."""
     from .export import export_onnx  # noqa: PLC0415
 
     files: dict[str, dict[str, str]] = {"onnx": {}, "onnx-int8": {}}
     for role, net in nets.items():
-        size = models[role].size
-        fp32 = export_onnx(net, size, folder / f"{role}.onnx")
-        batches = (np.random.rand(2, 3, size, size).astype(np.float32) for _ in range(4))
+        crop = models[role].crop
+        fp32 = export_onnx(net, crop, folder / f"{role}.onnx")
+        batches = (np.random.rand(2, 3, crop, crop).astype(np.float32) for _ in range(4))
         files["onnx"][role] = str(fp32)
         files["onnx-int8"][role] = str(quantize_int8(fp32, folder / f"{role}_int8.onnx", batches))
     return files
@@ -232,10 +241,10 @@ def timings(nets: dict[str, nn.Module], models: dict[str, Model], paths: list[st
                 for role, file in by_role.items()}
 
     def runner(p: str, role: str, batch: int) -> Callable[[], object]:
-        size = models[role].size
+        crop = models[role].crop
         if p == "eager":
-            return eager_runner(nets[role], size, batch, args.device, args.bf16)
-        return ort_runner(sessions[p, role], size, batch)
+            return eager_runner(nets[role], crop, batch, args.device, args.bf16)
+        return ort_runner(sessions[p, role], crop, batch)
 
     out = {}
     for p in paths:
@@ -252,8 +261,8 @@ def timings(nets: dict[str, nn.Module], models: dict[str, Model], paths: list[st
 
 def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[str], args: argparse.Namespace
             ) -> list[dict]:
-    """One row per path and model (`nets`: their networks): params, input, latency at batch 1, throughput at batch N,
-    peak memory."""
+    """One row per path and model (`nets`: their networks as fed): params, input (fed, network), latency at batch 1,
+    throughput at batch N, peak memory."""
     import torch  # noqa: PLC0415
 
     from .models import count_params  # noqa: PLC0415
@@ -271,8 +280,8 @@ def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[st
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
             memory = list(pool.map(peak_memory, *zip(*tasks)))
     label = {p: p + ("-bf16" if p == "eager" and args.bf16 else "") for p in paths}
-    return [dict(model=role, path=label[p], arch=models[role].arch, params=params[role], input=models[role].size,
-                 **times[p, role], peak_memory_mb=inference, train_memory_mb=train)
+    return [dict(model=role, path=label[p], arch=models[role].arch, params=params[role], input=models[role].crop,
+                 network_input=models[role].size, **times[p, role], peak_memory_mb=inference, train_memory_mb=train)
             for (p, role), (inference, train) in zip(keys, memory)]
 
 
@@ -289,6 +298,12 @@ def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def _px(row: dict) -> str:
+    """A row's input: `380→256 px` when the network resizes the fed crop to its own size."""
+    fed, size = row["input"], row["network_input"]
+    return f"{fed} px" if fed == size else f"{fed}→{size} px"
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table with padded columns."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -301,7 +316,7 @@ def markdown(rows: list[dict], ratio: dict, checks: list[dict], args: argparse.N
     """The results table with the ratios, the target and the int8 AUC check, as markdown."""
     lines = table(["model", "path", "arch", "params", "input", "bs1 median", "bs1 p90", f"bs{args.batch} img/s",
                    "peak MB inference bs1", f"peak MB train step bs{args.train_batch}"],
-                  [[r["model"], r["path"], r["arch"], f"{r['params'] / 1e6:.1f}M", f"{r['input']} px",
+                  [[r["model"], r["path"], r["arch"], f"{r['params'] / 1e6:.1f}M", _px(r),
                     f"{r['latency_bs1_ms']:.1f} ms", f"{r['latency_bs1_p90_ms']:.1f} ms", f"{r['throughput']:.1f}",
                     _mb(r["peak_memory_mb"]), _mb(r["train_memory_mb"])] for r in rows]
                   + [["ratio", p, "student / teacher", "", "", f"{q['latency_bs1']:.2f}x", "",
@@ -336,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--student-arch", default="mobilevitv2_200")
     ap.add_argument("--teacher-size", type=int, default=380)
     ap.add_argument("--student-size", type=int, default=256)
+    ap.add_argument("--student-input", type=int, help="the student's fed input size, resized to its own inside "
+                    "(default: the crop, as shipped: --teacher-size, or the --student file's; its own size: bare)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bf16", action="store_true", help="eager path under bf16 autocast")
     ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)} "
@@ -361,9 +378,10 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(__name__).warning(
             "--device cuda measures the eager path only: %s and the int8 AUC check are skipped (ONNX Runtime runs on "
             "the CPU here); --device cpu measures them", ", ".join(dropped))
-    resolved = {role: resolve(role, arch, size, w) for role, arch, size, w in (
-        ("teacher", args.teacher_arch, args.teacher_size, args.teacher),
-        ("student", args.student_arch, args.student_size, args.student))}
+    crop = args.student_input or (None if args.student else args.teacher_size)
+    resolved = {role: resolve(role, arch, size, w, c) for role, arch, size, w, c in (
+        ("teacher", args.teacher_arch, args.teacher_size, args.teacher, None),
+        ("student", args.student_arch, args.student_size, args.student, crop))}
     models = {role: m for role, (m, _) in resolved.items()}
     out = Path(args.out or f"output/benchmark_{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from torch import nn
 
 from src import benchmark, export
 from src.deploy import ort_session
+from src.evaluate import StudentInput
 from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
 from src.models import count_params, create_classifier
 
@@ -132,6 +133,17 @@ def test_benchmark_prints_every_column_and_writes_rows_and_ratios(demo, tmp_path
     assert all(set(q) == {"latency_bs1", "throughput_bs32", "peak_memory"} for q in result["ratios"].values())
     check = result["auc_check"][0]
     assert set(check["auc"]) == {"eager", "onnx", "onnx-int8"} and (tmp_path / "benchmark.md").read_text() in printed
+    # the student as shipped: fed the teacher's crop size, resized to its own inside; --student-input 40: bare network
+    assert {(r["input"], r["network_input"]) for r in result["rows"] if r["model"] == "student"} == {(48, 32)}
+    assert " 48→32 px " in printed and " 48 px " in printed
+    shipped, net = benchmark.resolve("student", TEACHER, 32, str(demo / "student.pth"))
+    assert (shipped.crop, shipped.size) == (48, 40) and isinstance(net, StudentInput)  # a file's own crop
+    benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student", str(demo / "student.pth"),
+                    "--student-input", "40", "--paths", "eager", "--runs", "1", "--warmup", "0", "--batch", "2",
+                    "--batch-runs", "1", "--train-batch", "2", "--out", str(tmp_path / "bare")])
+    rows = json.loads((tmp_path / "bare" / "benchmark.json").read_text())["rows"]
+    assert [(r["input"], r["network_input"]) for r in rows if r["model"] == "student"] == [(40, 40)]
+    assert " 40 px " in capsys.readouterr().out
 
 
 def test_export_takes_the_checkpoints_own_config_and_never_a_silent_demo_one(demo, tmp_path, capsys):
