@@ -265,9 +265,13 @@ def load_detector_model(path: str | Path) -> DetectorModel:
 
 
 def load_scorer(path: str | Path, runtime: str = "torch") -> DetectorModel:
-    """`load_detector_model`, or with runtime 'onnx' an exported .onnx file (the crop size is its input's)."""
+    """`load_detector_model` with MobileViTv2 blocks in their exact faster form (src.export's rewrite, tested against
+    timm), or with runtime 'onnx' an exported .onnx file (the crop size is its input's)."""
     if runtime == "torch":
-        return load_detector_model(path)
+        from .export import fast_mobilevitv2  # noqa: PLC0415 (ONNX imports only for scoring)
+
+        model, crop, faces = load_detector_model(path)
+        return DetectorModel(fast_mobilevitv2(model), crop, faces)
     from .export import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
 
     file = resolve_path(str(path), "weights")
@@ -278,6 +282,12 @@ def load_scorer(path: str | Path, runtime: str = "torch") -> DetectorModel:
     _logger.info("%s in ONNX Runtime (CPU): face crops at %d px; an ONNX file does not record its training data's "
                  "face detector: the protocol's RetinaFace unless --detector says otherwise", file, crop)
     return DetectorModel(model, crop, dict(REFERENCE_FACES))
+
+
+def default_batch(device: str | torch.device) -> int:
+    """Faces per model call: 32 on CUDA; 1 on the CPU, where MobileViTv2 and EfficientNet run slower per face in
+    larger batches (their activations outgrow the caches)."""
+    return 32 if torch.device(device).type == "cuda" else 1
 
 
 @torch.no_grad()
@@ -573,7 +583,9 @@ def main(argv: list[str] | None = None) -> None:
     add_detector_args(ap, default=None)
     ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                     help="onnx: score with the exported ONNX or int8 file of src.export in ONNX Runtime (CPU)")
-    ap.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=32, help="faces per model call")
+    ap.add_argument("--batch", "--batch-size", dest="batch_size", type=int,
+                    help="faces per model call (default: 32 on CUDA, 1 on the CPU, where larger batches run slower "
+                         "per face)")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                     help="processes that decode, detect and crop videos ahead of the model (default: %(default)s)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -614,8 +626,8 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps(to_record(r)) + "\n")
             log.flush()
 
-        new = evaluate_items(todo, detector, model, size, a.frames, device, a.batch_size, timer, a.workers, a.bf16,
-                             record)
+        new = evaluate_items(todo, detector, model, size, a.frames, device, a.batch_size or default_batch(device),
+                             timer, a.workers, a.bf16, record)
     wall = time.perf_counter() - start
     barrier(d)
     if d.is_main:

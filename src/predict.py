@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import FaceScore, MediaScores, load_detector_model, score_media
+from .evaluate import FaceScore, MediaScores, default_batch, load_scorer, score_media
 from .faces import (Detector, UnreadableMedia, add_detector_args, choose_detector, is_image, make_detector,
                     read_frames, read_image)
 from .logs import cli, setup_logging
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
     add_detector_args(ap, default=None)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, help="faces per model call (default: 32 on CUDA, 1 on the CPU)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--save-vis", metavar="DIR", help="draw the faces and their fake probabilities into DIR")
     a = ap.parse_args(argv)
@@ -117,13 +117,14 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         ap.exit(2, f"error: no such file: {', '.join(missing)}\n")
     try:
-        model, size, faces = load_detector_model(a.weights)
+        model, size, faces = load_scorer(a.weights)
         detector = make_detector(choose_detector(a.detector, faces), a.shape_predictor,
                                  retinaface_weights=a.retinaface_weights, device=a.device)
     except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")
     device = torch.device(a.device)
-    results = predict(a.inputs, detector, model.to(device), size, a.frames, device, a.batch_size, a.save_vis)
+    results = predict(a.inputs, detector, model.to(device), size, a.frames, device,
+                      a.batch_size or default_batch(device), a.save_vis)
     if a.json:
         print(json.dumps(results, indent=2))
     else:

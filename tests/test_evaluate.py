@@ -11,8 +11,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
 from src import evaluate, predict
-from src.evaluate import (StudentInput, dataset_items, eer, evaluate_items, load_detector_model, metrics, score_media,
-                          summarize)
+from src.evaluate import (StudentInput, dataset_items, default_batch, eer, evaluate_items, fake_probabilities,
+                          load_detector_model, load_scorer, metrics, score_media, summarize)
+from src.export import FastMobileVitV2Block
 from src.faces import REFERENCE_FACES, Face, choose_detector
 from src.models import create_classifier, student_view
 
@@ -228,6 +229,19 @@ def test_load_detector_model_feeds_the_student_as_in_training(tmp_path):
     assert faces == REFERENCE_FACES  # a checkpoint that does not record its data's detector: the reference's
     model, size, _ = load_detector_model(tmp_path / "b.pth")
     assert size == 48 and not isinstance(model, StudentInput)
+
+
+def test_scoring_runs_mobilevitv2_in_its_faster_exact_form_one_face_per_call_on_the_cpu(tmp_path):
+    model = create_classifier("mobilevitv2_050")
+    torch.save({"model": model.state_dict(), "arch": "mobilevitv2_050", "epoch": 1, "val_auc": 0.5,
+                "config": {"image_size": 80, "student_image_size": 64}}, tmp_path / "s.pth")
+    timm_graph, crop, _ = load_detector_model(tmp_path / "s.pth")
+    fast, _, _ = load_scorer(tmp_path / "s.pth")
+    crops = np.random.default_rng(0).integers(0, 256, (3, crop, crop, 3), np.uint8)
+    a, b = (fake_probabilities(m, crops, "cpu") for m in (timm_graph, fast))
+    assert isinstance(fast, StudentInput) and any(isinstance(m, FastMobileVitV2Block) for m in fast.modules())
+    assert np.abs(np.subtract(a, b)).max() < 1e-5
+    assert (default_batch("cpu"), default_batch("cuda:1")) == (1, 32)
 
 
 def test_predict_json_gives_overall_and_per_face_probabilities(folder, tmp_path, monkeypatch, capsys):
