@@ -291,10 +291,12 @@ def default_batch(device: str | torch.device) -> int:
 
 
 @torch.no_grad()
-def fake_probabilities(model: nn.Module, crops: np.ndarray, device: str | torch.device, batch_size: int = 32,
+def fake_probabilities(model: nn.Module, crops: np.ndarray, device: str | torch.device, batch_size: int | None = None,
                        bf16: bool = False) -> list[float]:
-    """softmax[:, 1] of the model on RGB uint8 NHWC crops, in batches (bf16 autocast on CUDA when asked)."""
+    """softmax[:, 1] of the model on RGB uint8 NHWC crops, in batches (None: `default_batch`; bf16 autocast on CUDA
+    when asked)."""
     scores: list[float] = []
+    batch_size = batch_size or default_batch(device)
     amp = torch.autocast("cuda", torch.bfloat16) if bf16 and torch.device(device).type == "cuda" else nullcontext()
     for i in range(0, len(crops), batch_size):
         batch = torch.from_numpy(crops[i:i + batch_size]).to(device, non_blocking=True)
@@ -336,14 +338,15 @@ def face_crops(path: str | Path, batches: Iterable[list[tuple[int, np.ndarray]]]
     return Crops(np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8), where, n_frames, bad)
 
 
-def _scores(crops: Crops, model: nn.Module, device: str | torch.device, batch_size: int, bf16: bool) -> MediaScores:
+def _scores(crops: Crops, model: nn.Module, device: str | torch.device, batch_size: int | None,
+            bf16: bool) -> MediaScores:
     probs = fake_probabilities(model, crops.crops, device, batch_size, bf16)
     return MediaScores([FaceScore(i, box, p) for (i, box), p in zip(crops.where, probs, strict=True)], crops.n_frames,
                        crops.bad_faces)
 
 
 def score_media(path: str | Path, detector: Detector, model: nn.Module, size: int, frames: int = 32,
-                device: str | torch.device = "cpu", batch_size: int = 32, timer: dict | None = None,
+                device: str | torch.device = "cpu", batch_size: int | None = None, timer: dict | None = None,
                 bf16: bool = False) -> MediaScores:
     """Every kept face of `frames` frames of a video (or of an image) with its fake probability."""
     watch = Stopwatch(timer)
@@ -380,7 +383,7 @@ def _as_is(sample: dict) -> dict:
 
 
 def evaluate_items(items: list[Item], detector: Detector, model: nn.Module, size: int, frames: int = 32,
-                   device: str | torch.device = "cpu", batch_size: int = 32, timer: dict | None = None,
+                   device: str | torch.device = "cpu", batch_size: int | None = None, timer: dict | None = None,
                    workers: int = 0, bf16: bool = False,
                    on_result: Callable[[VideoResult], None] | None = None) -> list[VideoResult]:
     """Score every video; unreadable ones are kept (score 0.5) with their error.
@@ -626,8 +629,8 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps(to_record(r)) + "\n")
             log.flush()
 
-        new = evaluate_items(todo, detector, model, size, a.frames, device, a.batch_size or default_batch(device),
-                             timer, a.workers, a.bf16, record)
+        new = evaluate_items(todo, detector, model, size, a.frames, device, a.batch_size, timer, a.workers, a.bf16,
+                             record)
     wall = time.perf_counter() - start
     barrier(d)
     if d.is_main:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import FaceScore, MediaScores, default_batch, load_scorer, score_media
+from .evaluate import FaceScore, MediaScores, load_scorer, score_media
 from .faces import (Detector, UnreadableMedia, add_detector_args, choose_detector, is_image, make_detector,
                     read_frames, read_image)
 from .logs import cli, setup_logging
@@ -65,7 +65,7 @@ def save_visuals(path: str | Path, scores: MediaScores, frames: int, folder: Pat
 
 
 def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, frames: int = 32,
-            device: str | torch.device = "cpu", batch_size: int = 32, save_vis: str | Path | None = None
+            device: str | torch.device = "cpu", batch_size: int | None = None, save_vis: str | Path | None = None
             ) -> list[dict]:
     """One dict per input: input, fake_probability (None without a face), frames read, faces, error."""
     out = []
@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")
     device = torch.device(a.device)
-    results = predict(a.inputs, detector, model.to(device), size, a.frames, device,
-                      a.batch_size or default_batch(device), a.save_vis)
+    results = predict(a.inputs, detector, model.to(device), size, a.frames, device, a.batch_size, a.save_vis)
     if a.json:
         print(json.dumps(results, indent=2))
     else:
