@@ -401,8 +401,8 @@ def evaluate_items(items: list[Item], detector: Detector, model: nn.Module, size
     bar = tqdm(total=len(items), desc="videos", unit="video", dynamic_ncols=True)
     for out in loader:
         item = items[out["index"]]
-        for stage, seconds in out["timer"].items():
-            if timer is not None:
+        if timer is not None:
+            for stage, seconds in out["timer"].items():
                 timer[stage] += seconds
         if "error" in out:
             _logger.warning("%s", out["error"])
