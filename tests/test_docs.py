@@ -92,3 +92,18 @@ def test_the_guides_python_snippet_scores_a_clip_in_eval_mode(tmp_path, monkeypa
     assert torch.equal(scope["model"].model.state_dict()["fc.weight"], model.state_dict()["fc.weight"])
     assert len(scope["result"].faces) == 16 and 0 < scope["result"].score() < 1  # two faces in each of the 8 frames
     assert str(scope["result"].score()) in capsys.readouterr().out
+
+
+def test_the_code_parses_as_python_3_10_and_refuses_older():
+    import ast
+    import subprocess
+    import sys
+
+    from src import PYTHON
+
+    for path in [*ROOT.glob("*.py"), *(ROOT / "src").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        ast.parse(path.read_text(), str(path), feature_version=PYTHON)  # newer syntax raises SyntaxError here
+    assert PYTHON == (3, 10) and "Python 3.10+" in (ROOT / "README.md").read_text()
+    old = subprocess.run([sys.executable, "-c", "import sys; sys.version_info = (3, 9, 18); import src"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert old.returncode == 1 and "needs Python 3.10 or newer" in old.stderr
