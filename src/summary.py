@@ -23,6 +23,7 @@ import csv
 import glob
 import json
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -66,15 +67,26 @@ class Result:
 
 
 def run_files(args: list[str]) -> list[Path]:
-    """The results.json of each argument: an evaluate run folder, a results.json, or a glob of either."""
+    """The results.json of each argument: an evaluate run folder, a results.json, or a glob of either (whose folders
+    without a results.json, evaluations not finished, are skipped with a note)."""
     files = []
     for arg in args:
-        paths = [Path(arg)] if Path(arg).exists() else [Path(p) for p in sorted(glob.glob(arg))]
-        found = [p / "results.json" if p.is_dir() else p for p in paths]
-        found = [p for p in found if p.is_file()]
+        if Path(arg).exists():
+            file = Path(arg) / "results.json" if Path(arg).is_dir() else Path(arg)
+            if not file.is_file():
+                raise UserError(f"{arg} has no results.json (an evaluation not finished?): rerun its src.evaluate "
+                                f"command to finish it, or leave it out")
+            files.append(file)
+            continue
+        matches = [Path(p) for p in sorted(glob.glob(arg))]  # folders, and results.json files (not a summary's)
+        paths = [p / "results.json" for p in matches if p.is_dir()] + [p for p in matches if p.name == "results.json"]
+        found = [p for p in paths if p.is_file()]
         if not found:
             raise UserError(f"no results.json found for '{arg}': give src.evaluate run folders (e.g. "
                             f"output/evaluate_*) or their results.json files")
+        if len(found) < len(paths):
+            print(f"note: '{arg}': skipped {len(paths) - len(found)} folder(s) without a results.json, e.g. "
+                  f"{next(p.parent for p in paths if not p.is_file())}", file=sys.stderr)
         files += found
     return list(dict.fromkeys(files))
 

@@ -112,9 +112,12 @@ def test_two_results_of_one_model_and_test_set_must_agree(tmp_path, capsys):
 
 def test_each_bad_input_gets_one_error_line(tmp_path, capsys):
     assert "no results.json found for" in error_line([str(tmp_path / "evaluate_*")], capsys)
-    (tmp_path / "empty").mkdir()
-    assert "no results.json found for" in error_line([str(tmp_path / "empty")], capsys)
+    (tmp_path / "unfinished").mkdir()
+    assert "unfinished has no results.json (an evaluation not finished?)" in error_line(
+        [str(tmp_path / "unfinished")], capsys)
     write_run(tmp_path / "good", STUDENT, "cdf", 0.85)
+    summary.main([str(tmp_path / "*")])  # a glob skips the folders without one, with a note
+    assert "skipped 1 folder(s) without a results.json, e.g. " in capsys.readouterr().err
     bad = tmp_path / "bad/results.json"
     bad.parent.mkdir()
     for text, says in (("{not json", "is not valid JSON"), ("[1, 2]", "not a JSON object"),
