@@ -347,10 +347,12 @@ def _scores(crops: Crops, model: nn.Module, device: str | torch.device, batch_si
 
 def score_media(path: str | Path, detector: Detector, model: nn.Module, size: int, frames: int = 32,
                 device: str | torch.device = "cpu", batch_size: int | None = None, timer: dict | None = None,
-                bf16: bool = False) -> MediaScores:
-    """Every kept face of `frames` frames of a video (or of an image) with its fake probability."""
+                bf16: bool = False, batches: Iterable[list[tuple[int, np.ndarray]]] | None = None) -> MediaScores:
+    """Every kept face of `frames` frames of a video (or of an image) with its fake probability; `batches`: those
+    frames already decoded (`read_frame_batches`), else read here."""
     watch = Stopwatch(timer)
-    crops = face_crops(path, read_frame_batches(path, frames), detector, size, watch)
+    batches = read_frame_batches(path, frames) if batches is None else batches
+    crops = face_crops(path, batches, detector, size, watch)
     scores = _scores(crops, model, device, batch_size, bf16)
     watch.lap("model")
     return scores
@@ -510,29 +512,49 @@ def print_profile(timer: dict, n_frames: int, n_faces: int, wall: float, workers
 
 
 def plot_roc(out: Path, results: list[VideoResult]) -> None:
-    """roc.png: the video-level ROC curve (one per manipulation for FF++, AUC in the legend) and a histogram of the
-    video scores, real vs fake."""
+    """roc.png: video-level ROC curves, all fakes and each manipulation (AUC in the legend), and a histogram of the
+    video scores, real vs fake; videos without a score (no face, unreadable: 0.5) are counted in text, not drawn in
+    the 0.5 bin. A dataset of one class gets a sentence in place of the curves."""
     import matplotlib  # noqa: PLC0415 (only needed here)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     fig, (ax_roc, ax_hist) = plt.subplots(1, 2, figsize=(11, 4.5))
     reals = [r for r in results if r.item.label == 0]
     groups = sorted({r.item.group for r in results if r.item.label == 1})
-    for group in groups if len(groups) > 1 else ["fake"]:
-        rs = reals + [r for r in results if r.item.label == 1 and (group == "fake" or r.item.group == group)]
-        labels, scores = [r.item.label for r in rs], [r.score for r in rs]
-        if len(set(labels)) == 2:
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="video-level ROC", xlim=(-0.02, 1.02),
+               ylim=(-0.02, 1.02))
+    if reals and groups:
+        for group in ["all"] + (groups if len(groups) > 1 else []):
+            rs = reals + [r for r in results if r.item.label == 1 and group in ("all", r.item.group)]
+            labels, scores = [r.item.label for r in rs], [r.score for r in rs]
             fpr, tpr, _ = roc_curve(labels, scores)
-            ax_roc.plot(fpr, tpr, label=f"{group} (AUC {roc_auc_score(labels, scores):.4f})")
-    ax_roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="video-level ROC")
-    ax_roc.legend(loc="lower right")
+            style = dict(color="black", linewidth=2, zorder=3) if group == "all" else dict(linewidth=1.2)
+            ax_roc.plot(fpr, tpr, label=f"{group} (AUC {roc_auc_score(labels, scores):.4f})", **style)
+        ax_roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        ax_roc.legend(loc="lower right")
+    else:
+        ax_roc.text(0.5, 0.5, f"only {'real' if reals else 'fake'} videos ({len(results)}):\nno ROC curve without "
+                    f"both classes", ha="center", va="center", transform=ax_roc.transAxes)
+    unscored = {"unreadable": [r for r in results if r.scores is None],
+                "no face": [r for r in results if r.scores is not None and r.scores.score() is None]}
+    scored = [r for r in results if r.scores is not None and r.scores.score() is not None]
     for label, name in ((0, "real"), (1, "fake")):
-        ax_hist.hist([r.score for r in results if r.item.label == label], bins=20, range=(0, 1), alpha=0.6, label=name)
-    ax_hist.set(xlabel="video score (fake probability)", ylabel="videos", title="video scores")
-    ax_hist.legend()
+        values = [r.score for r in scored if r.item.label == label]
+        if values:
+            ax_hist.hist(values, bins=20, range=(0, 1), alpha=0.6, label=name)
+    notes = [f"{what}: {sum(r.item.label == 0 for r in rs)} real, {sum(r.item.label == 1 for r in rs)} fake"
+             for what, rs in unscored.items() if rs]
+    if notes:  # at the top, above the bars
+        ax_hist.set_ylim(top=max([p.get_height() for p in ax_hist.patches], default=1) * (1.15 + 0.12 * len(notes)))
+        ax_hist.text(0.5, 0.97, "not drawn, scored 0.5:\n" + "\n".join(notes), ha="center", va="top",
+                     transform=ax_hist.transAxes, bbox=dict(facecolor="white", alpha=0.8, edgecolor="grey"))
+    ax_hist.set(xlabel="video score (fake probability)", ylabel="videos", title="video scores", xlim=(0, 1))
+    ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if scored:
+        ax_hist.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(out / "roc.png", dpi=80)
     plt.close(fig)

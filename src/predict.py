@@ -5,13 +5,15 @@
 A video is scored as in evaluation (src/evaluate.py, the SBI test protocol): frame score = max over its faces, overall =
 mean over frames with a face; an image is one frame. An input without any face has no fake probability (null).
 --save-vis DIR draws each face's box and fake probability: DIR/<name>.png for an image; for a video the frames it
-scored, DIR/<name>/<frame>.png, and DIR/<name>_scores.png, the frame scores over time.
+scored, DIR/<name>/<frame>.png, and DIR/<name>_scores.png, the frame scores over time (or "no face found").
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 
 import cv2
@@ -21,14 +23,17 @@ from torch import nn
 
 from .evaluate import FaceScore, MediaScores, load_scorer, score_media
 from .faces import (Detector, UnreadableMedia, add_detector_args, choose_detector, is_image, make_detector,
-                    read_frames, read_image)
+                    read_frame_batches)
 from .logs import cli, setup_logging
 
 
 def draw_faces(rgb: np.ndarray, faces: list[FaceScore]) -> np.ndarray:
-    """A BGR copy of `rgb` with each face's box and fake probability (red above 0.5, green below)."""
+    """A BGR copy of `rgb` with each face's box and fake probability (red above 0.5, green below), else a note."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     thick = max(2, round(max(rgb.shape[:2]) / 400))
+    if not faces:
+        cv2.putText(bgr, "no face found", (4 * thick, 12 * thick), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick,
+                    (0, 220, 255), thick)
     for f in faces:
         x0, y0, x1, y1 = (round(v) for v in f.box)
         colour = (40, 40, 230) if f.score > 0.5 else (60, 200, 60)
@@ -38,27 +43,39 @@ def draw_faces(rgb: np.ndarray, faces: list[FaceScore]) -> np.ndarray:
     return bgr
 
 
-def save_visuals(path: str | Path, scores: MediaScores, frames: int, folder: Path) -> None:
-    """The scored frames of `path` with their faces drawn, and for a video its frame scores over time."""
+def save_visuals(path: str | Path, scores: MediaScores, frames: Iterable[list[tuple[int, np.ndarray]]],
+                 folder: Path) -> None:
+    """The scored frames of `path` (its decoded frame batches, `frames`) with their faces drawn, and for a video its
+    frame scores over time, or "no face found" where none was."""
     path, folder = Path(path), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if is_image(path):
-        cv2.imwrite(str(folder / f"{path.stem}.png"), draw_faces(read_image(path), scores.faces))
+        for _, rgb in chain.from_iterable(frames):
+            cv2.imwrite(str(folder / f"{path.stem}.png"), draw_faces(rgb, scores.faces))
         return
     (folder / path.stem).mkdir(exist_ok=True)
-    for index, rgb in read_frames(path, frames):
+    read = []
+    for index, rgb in chain.from_iterable(frames):
         cv2.imwrite(str(folder / path.stem / f"{index:06d}.png"),
                     draw_faces(rgb, [f for f in scores.faces if f.frame == index]))
+        read.append(index)
     import matplotlib  # noqa: PLC0415 (only needed here)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     per_frame = sorted(scores.frame_scores().items())
+    score = scores.score()
     fig, ax = plt.subplots(figsize=(6, 2.5))
-    ax.plot([i for i, _ in per_frame], [p for _, p in per_frame], marker="o")
-    ax.axhline(0.5, color="grey", linestyle=":")
-    ax.set(xlabel="frame", ylabel="fake probability", ylim=(0, 1), title=f"{path.name}: {scores.score() or 0:.3f}")
+    if score is None:  # no 0.5 line nor any point: nothing here is a fake probability
+        ax.text(0.5, 0.5, f"no face found in {len(read)} frame(s): no fake probability", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_xlim(min(read, default=0), max(read, default=0) + 1)
+    else:
+        ax.axhline(0.5, color="grey", linestyle=":")
+        ax.plot([i for i, _ in per_frame], [p for _, p in per_frame], marker="o")
+    ax.set(xlabel="frame", ylabel="fake probability", ylim=(0, 1),
+           title=f"{path.name}: {'no face found' if score is None else f'fake probability {score:.3f}'}")
     fig.tight_layout()
     fig.savefig(folder / f"{path.stem}_scores.png", dpi=80)
     plt.close(fig)
@@ -71,9 +88,10 @@ def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, f
     out = []
     for path in paths:
         try:
-            s = score_media(path, detector, model, size, frames, device, batch_size)
+            decoded = list(read_frame_batches(path, frames)) if save_vis else None  # decoded once, drawn after
+            s = score_media(path, detector, model, size, frames, device, batch_size, batches=decoded)
             if save_vis:
-                save_visuals(path, s, frames, Path(save_vis))
+                save_visuals(path, s, decoded, Path(save_vis))
         except UnreadableMedia as e:
             out.append(dict(input=path, fake_probability=None, frames=0, bad_faces=0, faces=[], error=str(e)))
             continue
