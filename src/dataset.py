@@ -140,8 +140,10 @@ class SBIDataset(Dataset):
         """Train samples of each epoch differ; call before the DataLoader iterates (workers copy the dataset)."""
         self.epoch = epoch
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng((self.seed, self.epoch, index) if self.train else (self.seed, index))
+    def _rng(self, index: int, attempt: int = 0) -> np.random.Generator:
+        """Item `index`'s stream; its `attempt`-th replacement (after a bad frame) draws from a stream of its own."""
+        key = (self.seed, self.epoch, index) if self.train else (self.seed, index)
+        return np.random.default_rng((*key, attempt) if attempt else key)
 
     def _image(self, path: Path) -> tuple[np.ndarray, list[int]]:
         """The BGR image of a frame or face region, and where it lies in its frame: x0, y0, frame width, height."""
@@ -201,17 +203,21 @@ class SBIDataset(Dataset):
         return sample
 
     def __getitem__(self, index: int) -> Sample:
-        """The pair of frame `index`, or of a replacement frame if that one is bad (the failure travels along)."""
-        failures = []
-        for _ in range(MAX_TRIES):
-            rng = self._rng(index)
+        """The pair of frame `index`, or of a replacement frame if that one is bad (the failure travels along).
+
+        The replacement (train: a random frame; val/test: the next one) and its sample are drawn from the item's own
+        key and the attempt, (seed, epoch, index, attempt), so it is no copy of the replacing frame's own item."""
+        failures, frame = [], index
+        for attempt in range(MAX_TRIES):
+            rng = self._rng(index, attempt)
+            if attempt:
+                frame = int(rng.integers(len(self))) if self.train else (index + attempt) % len(self)
             try:
-                sample = self.make(index, rng)
+                sample = self.make(frame, rng)
                 sample.failures = failures
                 return sample
             except BadSample as e:
-                failures.append((str(self.frames[index]), str(e)))
-                index = int(rng.integers(len(self))) if self.train else (index + 1) % len(self)
+                failures.append((str(self.frames[frame]), str(e)))
         raise DataQualityError(f"{MAX_TRIES} bad samples in a row, e.g. {failures[-1][0]}: {failures[-1][1]}")
 
 

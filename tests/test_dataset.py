@@ -127,7 +127,18 @@ def test_bad_sample_is_replaced_and_reported(copy, damage, reason):
     damage(bad)
     s = ds[0]
     assert len(s.failures) == 1 and s.failures[0][0] == str(bad) and reason in s.failures[0][1]
-    assert np.isfinite(s.fake).all() and np.array_equal(s.fake, ds[1].fake)  # val replacement: the next frame
+    assert np.isfinite(s.fake).all() and np.array_equal(s.fake, ds.make(1, ds._rng(0, 1)).fake)  # the next frame
+    assert not np.array_equal(s.fake, ds[1].fake)  # in a blend of its own
+
+
+def test_a_replacement_is_reproducible_and_no_copy_of_another_item(copy):
+    ds = SBIDataset(copy, "train", SIZE)
+    ds.frames[0].write_bytes(b"not a png")
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        replaced = ds[0]
+        assert replaced.failures and np.array_equal(replaced.fake, ds[0].fake)
+        assert not any(np.array_equal(replaced.fake, ds[i].fake) for i in range(1, len(ds)))
 
 
 def test_tracker_aborts_past_the_allowed_fraction(caplog):
