@@ -1,6 +1,7 @@
 """The SBI dataset: real FF++ frames in, (real, self-blended fake) pairs out."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -13,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import Config
-from .faces import read_face_source
+from .faces import FACES_FILE, read_face_source
 from .logs import UserError
 from .sbi import (BadSample, augment, box_crop, choose_box, flip_points, landmark_bounds, pair_transform,
                   reorder_forehead, self_blend, source_transform)
@@ -22,6 +23,7 @@ _logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 MAX_TRIES = 10  # replacements tried for one item, and blend resamples tried for one frame
 _WARNED_68: set[str] = set()  # data roots whose 68-point landmarks were already reported
+REGIONS_SOURCE = "source.json"  # in regions/: the faces.json that the regions' frames and landmarks were made with
 
 
 class DataQualityError(UserError, RuntimeError):
@@ -55,9 +57,13 @@ def list_frames(root: str | Path, split: str, compression: str, frames_per_video
 
     `layout` names the folder of images beside landmarks/ and retina/: frames/ or regions/."""
     base = video_dir(root, compression)
-    frames, missing_video, missing_files = [], 0, 0
+    if layout == "regions" and (base / "regions").is_dir():
+        check_regions_source(base, f"make them again: python -m src.regions --root {root} --compression {compression}")
+    frames, missing_video, missing_files, stale = [], 0, 0, []
     for vid in split_videos(root, split):
         paths = sorted((base / layout / vid).glob("*.png" if layout == "frames" else "*.npz"))
+        if layout == "regions" and paths and not regions_match_frames(base, vid):
+            stale.append(vid)
         if not paths:
             missing_video += 1
             continue
@@ -68,6 +74,11 @@ def list_frames(root: str | Path, split: str, compression: str, frames_per_video
                 frames.append(p)
             else:
                 missing_files += 1
+    if stale:
+        raise UserError(f"the face regions of {len(stale)} video(s) of the {split} split (e.g. "
+                        f"{base / 'regions' / stale[0]}) list other frames than frames/ (preprocessed again since?): "
+                        f"run python -m src.regions --root {root} --compression {compression} again (it makes those "
+                        f"videos again)")
     if missing_video or missing_files:
         _logger.warning("%s split: %d video(s) without frames, %d frame(s) without landmark/retina file (dropped)",
                         split, missing_video, missing_files)
@@ -77,6 +88,29 @@ def list_frames(root: str | Path, split: str, compression: str, frames_per_video
         raise FileNotFoundError(f"the {split} split has no usable frames: looked in {base / layout} for the videos "
                                 f"of {Path(root) / (split + '.json')} (and their landmarks/ and retina/ files){hint}")
     return frames
+
+
+def faces_digest(base: Path) -> str | None:
+    """sha256 of `base`/faces.json; None without one (the SBI reference's preprocessing)."""
+    path = base / FACES_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def check_regions_source(base: Path, fix: str) -> None:
+    """Refuse regions/ cut from another preprocessing of `base` than its faces.json says (`fix`: how to redo them)."""
+    path = base / "regions" / REGIONS_SOURCE
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    if FACES_FILE not in recorded or recorded[FACES_FILE] != faces_digest(base):
+        raise UserError(f"{base / 'regions'} was cut from another preprocessing than {base / FACES_FILE} records (or "
+                        f"by an older src.regions): delete {base / 'regions'} and {fix}")
+
+
+def regions_match_frames(base: Path, vid: str) -> bool:
+    """Whether regions/<vid> holds one region per frame of frames/<vid> (trivially so without frames/)."""
+    if not (base / "frames").is_dir():
+        return True
+    return sorted(p.stem for p in (base / "regions" / vid).glob("*.npz")) == sorted(
+        p.stem for p in (base / "frames" / vid).glob("*.png"))
 
 
 def _aux_path(frame: Path, kind: str) -> Path:
@@ -158,6 +192,8 @@ class SBIDataset(Dataset):
         except (OSError, ValueError, KeyError, EOFError) as e:
             raise BadSample(f"unreadable face region ({type(e).__name__}: {e}): run python -m src.regions again") \
                 from None
+        if img.size == 0:  # src.regions keeps an unreadable frame's place, as the frames layout lists it
+            raise BadSample("missing or unreadable frame")
         return img, where.reshape(4).tolist()
 
     def make(self, index: int, rng: np.random.Generator) -> Sample:

@@ -229,7 +229,7 @@ def test_preprocess_writes_the_sbi_layout_and_resumes(tmp_path):
     assert not leftovers  # no partial folders
     (again,) = preprocess(tmp_path, "c23", dlib, dlib, frames=4).values()
     assert (again.done, again.skipped) == (0, 2)
-    with pytest.raises(ValueError, match="preprocessed with .*'dlib'.*not .*'retinaface'.*delete"):
+    with pytest.raises(ValueError, match="preprocessed with .*'dlib'.*not .*'retinaface'.*delete .*regions/"):
         preprocess(tmp_path, "c23", BrightFaceDetector(landmarks=False, name="retinaface"), dlib, frames=4)
     with pytest.raises(ValueError, match="'frames': 4.*not.*'frames': 8"):
         preprocess(tmp_path, "c23", dlib, dlib, frames=8)
