@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import Config
-from .faces import FACES_FILE, read_face_source
+from .faces import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
 from .logs import UserError
 from .sbi import (BadSample, augment, box_crop, choose_box, flip_points, landmark_bounds, pair_transform,
                   reorder_forehead, self_blend, source_transform)
@@ -308,6 +308,22 @@ def ensure_data(cfg: Config) -> Path:
         return generate_dataset(root, videos=cfg.synthetic_videos, compression=cfg.compression, seed=cfg.seed)
     raise FileNotFoundError(f"data root '{root}' does not exist. Preprocess FaceForensics++ into it first "
                             f"(see KNOWLEDGE_DISTILLATION_GUIDE.md, 'Data'), or set data_root in the config.")
+
+
+def check_teacher_faces(teacher: dict, cfg: Config) -> None:
+    """Refuse (or with allow_teacher_face_mismatch warn) when the faces.json record of the teacher's training data
+    (`teacher`) and the data's name different face detectors: the teacher would score crops unlike its training's."""
+    base = video_dir(ensure_data(cfg), cfg.compression)
+    data = read_face_source(base)
+    if DETECTOR_FOR_DATA.get(teacher["detector"]) == DETECTOR_FOR_DATA.get(data["detector"]):
+        return
+    message = (f"the teacher {cfg.teacher_weights} was trained on faces found by {teacher['detector']}, but {base / FACES_FILE} "
+               f"says the student's data was made with {data['detector']}: the face boxes, so the crops the teacher "
+               f"scores, differ from its training's and its soft labels are less reliable")
+    if not cfg.allow_teacher_face_mismatch:
+        raise UserError(f"{message}. Preprocess data_root with --detector {teacher['detector']}, or distil anyway "
+                        f"with --set allow_teacher_face_mismatch=true")
+    _logger.warning("%s (distilling anyway: allow_teacher_face_mismatch)", message)
 
 
 def build_dataset(cfg: Config, split: str) -> SBIDataset:
