@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from src.dataset import check_teacher_faces
 from src.logs import cli
 from src.engine import Interrupted, fit, prepare_run, run_parser
-from src.models import build_student, create_classifier, load_checkpoint_model, load_teacher
+from src.models import build_student, create_classifier, load_checkpoint_model, load_teacher, torch_load, training_faces
 
 _logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     if not cfg.teacher_weights:
         raise SystemExit("config key 'teacher_weights' is not set: point it at the SBI teacher (e.g. weights/FFc23.tar)")
     teacher = load_teacher(cfg.teacher_weights, cfg.teacher_arch)
+    check_teacher_faces(training_faces(torch_load(cfg.teacher_weights)), cfg)
     if state:
         model, arch = create_classifier(state["arch"]), state["arch"]
     elif cfg.pretrained_student_weights:

@@ -54,6 +54,7 @@ class Config:
     teacher_arch: str = "tf_efficientnet_b4"  # for FFc23.tar and plain state dicts; our checkpoints name theirs
     teacher_weights: Optional[str] = "weights/FFc23.tar"  # glob allowed
     min_teacher_auc: float = field(default=0.6, metadata=_range(0.0, 1.0))
+    allow_teacher_face_mismatch: bool = False  # distil although the teacher's training faces came from another detector
     # --- optimisation (the SBI recipe) ---
     epoch: int = field(default=100, metadata=_range(1, 100000))
     batch_size: int = field(default=32, metadata=_range(2, 65536))  # images: batch_size/2 real/fake pairs

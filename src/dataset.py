@@ -1,6 +1,7 @@
 """The SBI dataset: real FF++ frames in, (real, self-blended fake) pairs out."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -13,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import Config
-from .faces import read_face_source
+from .faces import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
 from .logs import UserError
 from .sbi import (BadSample, augment, box_crop, choose_box, flip_points, landmark_bounds, pair_transform,
                   reorder_forehead, self_blend, source_transform)
@@ -22,6 +23,7 @@ _logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 MAX_TRIES = 10  # replacements tried for one item, and blend resamples tried for one frame
 _WARNED_68: set[str] = set()  # data roots whose 68-point landmarks were already reported
+REGIONS_SOURCE = "source.json"  # in regions/: the faces.json that the regions' frames and landmarks were made with
 
 
 class DataQualityError(UserError, RuntimeError):
@@ -55,9 +57,13 @@ def list_frames(root: str | Path, split: str, compression: str, frames_per_video
 
     `layout` names the folder of images beside landmarks/ and retina/: frames/ or regions/."""
     base = video_dir(root, compression)
-    frames, missing_video, missing_files = [], 0, 0
+    if layout == "regions" and (base / "regions").is_dir():
+        check_regions_source(base, f"make them again: python -m src.regions --root {root} --compression {compression}")
+    frames, missing_video, missing_files, stale = [], 0, 0, []
     for vid in split_videos(root, split):
         paths = sorted((base / layout / vid).glob("*.png" if layout == "frames" else "*.npz"))
+        if layout == "regions" and paths and not regions_match_frames(base, vid):
+            stale.append(vid)
         if not paths:
             missing_video += 1
             continue
@@ -68,6 +74,11 @@ def list_frames(root: str | Path, split: str, compression: str, frames_per_video
                 frames.append(p)
             else:
                 missing_files += 1
+    if stale:
+        raise UserError(f"the face regions of {len(stale)} video(s) of the {split} split (e.g. "
+                        f"{base / 'regions' / stale[0]}) list other frames than frames/ (preprocessed again since?): "
+                        f"run python -m src.regions --root {root} --compression {compression} again (it makes those "
+                        f"videos again)")
     if missing_video or missing_files:
         _logger.warning("%s split: %d video(s) without frames, %d frame(s) without landmark/retina file (dropped)",
                         split, missing_video, missing_files)
@@ -77,6 +88,29 @@ def list_frames(root: str | Path, split: str, compression: str, frames_per_video
         raise FileNotFoundError(f"the {split} split has no usable frames: looked in {base / layout} for the videos "
                                 f"of {Path(root) / (split + '.json')} (and their landmarks/ and retina/ files){hint}")
     return frames
+
+
+def faces_digest(base: Path) -> str | None:
+    """sha256 of `base`/faces.json; None without one (the SBI reference's preprocessing)."""
+    path = base / FACES_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def check_regions_source(base: Path, fix: str) -> None:
+    """Refuse regions/ cut from another preprocessing of `base` than its faces.json says (`fix`: how to redo them)."""
+    path = base / "regions" / REGIONS_SOURCE
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    if FACES_FILE not in recorded or recorded[FACES_FILE] != faces_digest(base):
+        raise UserError(f"{base / 'regions'} was cut from another preprocessing than {base / FACES_FILE} records (or "
+                        f"by an older src.regions): delete {base / 'regions'} and {fix}")
+
+
+def regions_match_frames(base: Path, vid: str) -> bool:
+    """Whether regions/<vid> holds one region per frame of frames/<vid> (trivially so without frames/)."""
+    if not (base / "frames").is_dir():
+        return True
+    return sorted(p.stem for p in (base / "regions" / vid).glob("*.npz")) == sorted(
+        p.stem for p in (base / "frames" / vid).glob("*.png"))
 
 
 def _aux_path(frame: Path, kind: str) -> Path:
@@ -140,8 +174,10 @@ class SBIDataset(Dataset):
         """Train samples of each epoch differ; call before the DataLoader iterates (workers copy the dataset)."""
         self.epoch = epoch
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng((self.seed, self.epoch, index) if self.train else (self.seed, index))
+    def _rng(self, index: int, attempt: int = 0) -> np.random.Generator:
+        """Item `index`'s stream; its `attempt`-th replacement (after a bad frame) draws from a stream of its own."""
+        key = (self.seed, self.epoch, index) if self.train else (self.seed, index)
+        return np.random.default_rng((*key, attempt) if attempt else key)
 
     def _image(self, path: Path) -> tuple[np.ndarray, list[int]]:
         """The BGR image of a frame or face region, and where it lies in its frame: x0, y0, frame width, height."""
@@ -156,6 +192,8 @@ class SBIDataset(Dataset):
         except (OSError, ValueError, KeyError, EOFError) as e:
             raise BadSample(f"unreadable face region ({type(e).__name__}: {e}): run python -m src.regions again") \
                 from None
+        if img.size == 0:  # src.regions keeps an unreadable frame's place, as the frames layout lists it
+            raise BadSample("missing or unreadable frame")
         return img, where.reshape(4).tolist()
 
     def make(self, index: int, rng: np.random.Generator) -> Sample:
@@ -201,17 +239,21 @@ class SBIDataset(Dataset):
         return sample
 
     def __getitem__(self, index: int) -> Sample:
-        """The pair of frame `index`, or of a replacement frame if that one is bad (the failure travels along)."""
-        failures = []
-        for _ in range(MAX_TRIES):
-            rng = self._rng(index)
+        """The pair of frame `index`, or of a replacement frame if that one is bad (the failure travels along).
+
+        The replacement (train: a random frame; val/test: the next one) and its sample are drawn from the item's own
+        key and the attempt, (seed, epoch, index, attempt), so it is no copy of the replacing frame's own item."""
+        failures, frame = [], index
+        for attempt in range(MAX_TRIES):
+            rng = self._rng(index, attempt)
+            if attempt:
+                frame = int(rng.integers(len(self))) if self.train else (index + attempt) % len(self)
             try:
-                sample = self.make(index, rng)
+                sample = self.make(frame, rng)
                 sample.failures = failures
                 return sample
             except BadSample as e:
-                failures.append((str(self.frames[index]), str(e)))
-                index = int(rng.integers(len(self))) if self.train else (index + 1) % len(self)
+                failures.append((str(self.frames[frame]), str(e)))
         raise DataQualityError(f"{MAX_TRIES} bad samples in a row, e.g. {failures[-1][0]}: {failures[-1][1]}")
 
 
@@ -266,6 +308,22 @@ def ensure_data(cfg: Config) -> Path:
         return generate_dataset(root, videos=cfg.synthetic_videos, compression=cfg.compression, seed=cfg.seed)
     raise FileNotFoundError(f"data root '{root}' does not exist. Preprocess FaceForensics++ into it first "
                             f"(see KNOWLEDGE_DISTILLATION_GUIDE.md, 'Data'), or set data_root in the config.")
+
+
+def check_teacher_faces(teacher: dict, cfg: Config) -> None:
+    """Refuse (or with allow_teacher_face_mismatch warn) when the faces.json record of the teacher's training data
+    (`teacher`) and the data's name different face detectors: the teacher would score crops unlike its training's."""
+    base = video_dir(ensure_data(cfg), cfg.compression)
+    data = read_face_source(base)
+    if DETECTOR_FOR_DATA.get(teacher["detector"]) == DETECTOR_FOR_DATA.get(data["detector"]):
+        return
+    message = (f"the teacher {cfg.teacher_weights} was trained on faces found by {teacher['detector']}, but {base / FACES_FILE} "
+               f"says the student's data was made with {data['detector']}: the face boxes, so the crops the teacher "
+               f"scores, differ from its training's and its soft labels are less reliable")
+    if not cfg.allow_teacher_face_mismatch:
+        raise UserError(f"{message}. Preprocess data_root with --detector {teacher['detector']}, or distil anyway "
+                        f"with --set allow_teacher_face_mismatch=true")
+    _logger.warning("%s (distilling anyway: allow_teacher_face_mismatch)", message)
 
 
 def build_dataset(cfg: Config, split: str) -> SBIDataset:

@@ -257,9 +257,10 @@ def frame_count(path: str | Path) -> int:
 def read_frames(path: str | Path, count: int) -> Iterator[tuple[int, np.ndarray]]:
     """(index, RGB frame) of `count` frames at linspace of a video, decoded once (an image is frame 0).
 
-    Frames close ahead are reached with grab() (no conversion to RGB), far ones by seeking. An unreadable video or
-    one without a frame count is an UnreadableMedia error; a video that ends early yields the frames it has, with a
-    warning.
+    Frames close ahead are reached with grab() (no conversion to RGB), far ones by seeking. A frame is yielded only
+    where the capture says it stands at that index: a seek past the end of a truncated video lands short of it (and
+    a read there may return an earlier frame), so the frames from there on are left out, with a warning that counts
+    them. An unreadable video or one without a frame count is an UnreadableMedia error.
     """
     if is_image(path):
         yield 0, read_image(path)
@@ -269,16 +270,18 @@ def read_frames(path: str | Path, count: int) -> Iterator[tuple[int, np.ndarray]
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
         if n <= 0:
             raise UnreadableMedia(f"cannot read video {path} (OpenCV opens no frames)")
-        pos = 0
-        for index in frame_indices(n, count):
+        wanted, pos = frame_indices(n, count), 0
+        for done, index in enumerate(wanted):
             if index - pos > SEEK_GAP:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-                pos = index
+                pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))  # where it landed: short of index past the end
             while pos < index and cap.grab():
                 pos += 1
-            ok, bgr = cap.read()
-            if not ok or pos != index:
-                _logger.warning("%s: frame %d of %d could not be decoded; using the frames before it", path, index, n)
+            ok, bgr = cap.read() if pos == index else (False, None)
+            if not ok or int(cap.get(cv2.CAP_PROP_POS_FRAMES)) != index + 1:
+                _logger.warning("%s: %d of the %d wanted frames (from frame %d on) could not be decoded: the video "
+                                "ends early (it states %d frames); using the %d before them", path,
+                                len(wanted) - done, len(wanted), index, n, done)
                 return
             pos += 1
             yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -21,6 +21,7 @@ from timm.models import model_entrypoint
 from torch import nn
 
 from .config import Config, resolve_path
+from .faces import REFERENCE_FACES
 
 _logger = logging.getLogger(__name__)
 
@@ -170,6 +171,13 @@ def teacher_from_checkpoint(ckpt: Any, file: Path, arch: str = "tf_efficientnet_
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def training_faces(ckpt: Any) -> dict:
+    """The faces.json record of a checkpoint's training data: what this project's checkpoints record, else the SBI
+    reference's (FFc23.tar, plain state dicts, checkpoints from before it was recorded)."""
+    config = ckpt.get("config") if _is_own_checkpoint(ckpt) else None
+    return dict(config["faces"]) if isinstance(config, dict) and config.get("faces") else dict(REFERENCE_FACES)
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:

@@ -118,8 +118,8 @@ def record_face_source(out: Path, info: dict) -> None:
         before = json.loads(path.read_text())
         if before != info:
             raise ValueError(f"{out} was preprocessed with {before}, not {info}: finish it with the same --detector, "
-                             f"--shape-predictor and --frames, or delete its frames/, landmarks/, retina/ and "
-                             f"{FACES_FILE} to start again")
+                             f"--shape-predictor and --frames, or delete its frames/, landmarks/, retina/, regions/ "
+                             f"and {FACES_FILE} to start again")
     elif (out / "frames").is_dir() and any((out / "frames").iterdir()):
         raise ValueError(f"{out} holds frames but no {FACES_FILE}: it was made by other code (e.g. the SBI "
                          f"reference's) and is not mixed with this run's; preprocess into another root")

@@ -8,14 +8,18 @@ reference's code) and writes beside them:
                               first crop around the first face's landmarks covers, with and without the horizontal
                               flip (every later step stays inside that crop); "where": int32 [[x0, y0], [W, H]],
                               where the region lies in its frame and the frame's size
+    regions/source.json       the digest of the faces.json the regions were cut with
 Landmarks and boxes stay in their files, in frame coordinates. Training reads the regions with "data_layout":
 "regions"; its samples are bit-identical to the full frames' (tests/test_regions.py). A frame whose landmarks give no
-crop keeps its whole frame (training skips it either way). A video is done when regions/<vid> exists (written under
-a temporary name, renamed last), so an interrupted run resumes.
+crop keeps its whole frame, an unreadable frame keeps its place with an empty region: both layouts list the same
+frames, and training replaces such a frame in both alike. A video is done when regions/<vid> exists (written under a
+temporary name, renamed last) and holds the frames of frames/<vid>, so an interrupted run resumes and a video
+preprocessed again is cut again. Regions of another faces.json (the data preprocessed again) are refused.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -27,8 +31,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .dataset import video_dir
-from .faces import fork_safe_opencv, one_thread
+from .dataset import REGIONS_SOURCE, check_regions_source, faces_digest, regions_match_frames, video_dir
+from .faces import FACES_FILE, fork_safe_opencv, one_thread
 from .logs import cli, setup_logging
 from .sbi import sample_region
 
@@ -36,10 +40,11 @@ _logger = logging.getLogger(__name__)
 
 
 def write_region(frame: Path, folder: Path) -> bool:
-    """The region of one frame into `folder`; False when the frame cannot be read (it is then left out)."""
+    """The region of one frame into `folder`; False when the frame cannot be read (an empty region keeps its place)."""
     img = cv2.imread(str(frame), cv2.IMREAD_COLOR)  # as the dataset reads frames
     if img is None:
-        _logger.warning("%s: unreadable frame, no region written", frame)
+        _logger.warning("%s: unreadable frame: an empty region keeps its place (training replaces it)", frame)
+        np.savez(folder / f"{frame.stem}.npz", image=np.zeros((0, 0, 3), np.uint8), where=np.zeros((2, 2), np.int32))
         return False
     h, w = img.shape[:2]
     try:
@@ -60,6 +65,7 @@ def write_video(frames: Path) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     written = sum(write_region(p, tmp) for p in sorted(frames.glob("*.png")))
+    shutil.rmtree(final, ignore_errors=True)  # regions of frames preprocessed again
     tmp.rename(final)
     return written
 
@@ -69,8 +75,13 @@ def make_regions(root: str | Path, compression: str = "c23", workers: int = 0) -
     base = video_dir(root, compression)
     if not (base / "frames").is_dir():
         raise FileNotFoundError(f"{base / 'frames'} not found: preprocess the videos first (python -m src.preprocess)")
-    todo = [d for d in sorted((base / "frames").iterdir())
-            if d.is_dir() and not d.name.startswith(".") and not (base / "regions" / d.name).is_dir()]
+    if (base / "regions").is_dir():
+        check_regions_source(base, "run this again")
+    else:
+        (base / "regions").mkdir()
+        (base / "regions" / REGIONS_SOURCE).write_text(json.dumps({FACES_FILE: faces_digest(base)}))
+    todo = [d for d in sorted((base / "frames").iterdir()) if d.is_dir() and not d.name.startswith(".") and not (
+        (base / "regions" / d.name).is_dir() and regions_match_frames(base, d.name))]
     if workers <= 1:
         return len(todo), _counted(map(write_video, todo), len(todo))
     fork_safe_opencv()

@@ -250,12 +250,13 @@ def pair_transform() -> A.Compose:
 
 
 def random_affine(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Translate (x +-3 %, y +-1.5 %) and scale each axis in [0.95, 1/0.95] about the centre, image and mask alike."""
+    """Translate (x +-3 %, y +-1.5 %) and scale each axis in [0.95, 1/0.95] about the centre, image and mask alike,
+    with albumentations 1.1's float64 matrix (its Affine's pixels exactly: `test_affine_equals_albumentations_1_1`)."""
     h, w = mask.shape
     sx, sy = rng.uniform(0.95, 1 / 0.95, 2)
     tx, ty = rng.uniform(-0.03, 0.03) * w, rng.uniform(-0.015, 0.015) * h
     cx, cy = w / 2 - 0.5, h / 2 - 0.5
-    m = np.array([[sx, 0, cx - sx * cx + tx], [0, sy, cy - sy * cy + ty]], np.float32)
+    m = np.array([[sx, 0, (tx - sx * cx) + cx], [0, sy, (ty - sy * cy) + cy]])  # summed in 1.1's order
     img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     mask = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
     return img, mask
@@ -311,8 +312,10 @@ def self_blend(img: np.ndarray, landmark: np.ndarray, rng: np.random.Generator, 
     source, mask = random_affine(source, mask, rng)
     mask = elastic(mask, rng)
     soft = blend_mask(mask, rng) * BLEND_RATIOS[rng.integers(len(BLEND_RATIOS))]
-    fake = source.astype(np.float32)  # img + m * (source - img), truncated to uint8 as the reference does
-    fake -= img
-    fake *= soft[..., None]
-    fake += img
-    return img, fake.astype(np.uint8), soft, kind
+    return img, blend(source, img, soft), soft, kind
+
+
+def blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """mask * source + (1 - mask) * target in float32, truncated to uint8: the reference's arithmetic, to the bit."""
+    m = mask[..., None]
+    return (m * source + (1 - m) * target).astype(np.uint8)

@@ -8,13 +8,17 @@ from itertools import product
 
 import numpy as np
 import pytest
+import torch
 
 from draws import assert_binomial, assert_pair_patterns
 
+import main_distillation
 from src.config import Config
 from src.faces import FACES_FILE, REFERENCE_FACES
-from src.dataset import (BadSampleTracker, DataQualityError, SBIDataset, collate_pairs, ensure_data, list_frames,
-                         video_dir)
+from src.dataset import (BadSampleTracker, DataQualityError, SBIDataset, check_teacher_faces, collate_pairs,
+                         ensure_data, list_frames, video_dir)
+from src.logs import UserError
+from src.models import create_classifier, training_faces
 from src.synthetic import generate_dataset
 
 SIZE = 64
@@ -127,7 +131,18 @@ def test_bad_sample_is_replaced_and_reported(copy, damage, reason):
     damage(bad)
     s = ds[0]
     assert len(s.failures) == 1 and s.failures[0][0] == str(bad) and reason in s.failures[0][1]
-    assert np.isfinite(s.fake).all() and np.array_equal(s.fake, ds[1].fake)  # val replacement: the next frame
+    assert np.isfinite(s.fake).all() and np.array_equal(s.fake, ds.make(1, ds._rng(0, 1)).fake)  # the next frame
+    assert not np.array_equal(s.fake, ds[1].fake)  # in a blend of its own
+
+
+def test_a_replacement_is_reproducible_and_no_copy_of_another_item(copy):
+    ds = SBIDataset(copy, "train", SIZE)
+    ds.frames[0].write_bytes(b"not a png")
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        replaced = ds[0]
+        assert replaced.failures and np.array_equal(replaced.fake, ds[0].fake)
+        assert not any(np.array_equal(replaced.fake, ds[i].fake) for i in range(1, len(ds)))
 
 
 def test_tracker_aborts_past_the_allowed_fraction(caplog):
@@ -167,3 +182,17 @@ def test_data_without_faces_json_is_read_as_the_references_with_one_log_line(cop
     with caplog.at_level(logging.INFO):
         sets = [SBIDataset(copy, split, SIZE) for split in ("train", "val")]
     assert all(s.faces == REFERENCE_FACES for s in sets) and caplog.text.count("SBI reference's preprocessing") == 1
+
+
+def test_distillation_refuses_a_teacher_trained_on_other_faces_unless_allowed(tiny_config, tmp_path, caplog):
+    state = create_classifier("test_efficientnet").state_dict()
+    torch.save(state, tmp_path / "plain.pth")  # a plain state dict: read as trained on the reference's RetinaFace data
+    config = tiny_config("faces", teacher_arch="test_efficientnet", teacher_weights=str(tmp_path / "plain.pth"))
+    with pytest.raises(UserError, match=r"trained on faces found by retinaface.*made with synthetic.*--detector "
+                                        r"retinaface.*--set allow_teacher_face_mismatch=true"):
+        main_distillation.main([str(config), "-n", "x"])
+    with caplog.at_level(logging.WARNING), pytest.raises(SystemExit, match="Run stage 1 first"):
+        main_distillation.main([str(config), "-n", "x", "--set", "allow_teacher_face_mismatch=true"])
+    assert "distilling anyway" in caplog.text
+    own = dict(arch="test_efficientnet", model=state, config=dict(faces=dict(detector="dlib")))  # this project's
+    check_teacher_faces(training_faces(own), Config(**json.loads(config.read_text())))  # dlib boxes, as the data's

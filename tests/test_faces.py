@@ -1,5 +1,7 @@
 """Tests for src/faces.py and src/preprocess.py: dlib on a real face, frame sampling, the face filter, the layout."""
 import json
+import logging
+import struct
 from pathlib import Path
 
 import cv2
@@ -99,6 +101,92 @@ def test_read_frames_images_and_unreadable_files(tmp_path):
         list(read_frames(tmp_path / "bad.mp4", 4))
 
 
+def numbered_frame(index: int) -> np.ndarray:
+    """A 64 x 48 RGB frame showing `index` (< 512) in binary: nine 16 px blocks, white for a 1 bit."""
+    img = np.zeros((48, 64, 3), np.uint8)
+    for bit in range(9):
+        if index >> bit & 1:
+            row, col = divmod(bit, 3)
+            img[16 * row:16 * row + 16, 16 * col:16 * col + 16] = 255
+    return img
+
+
+def shown_index(rgb: np.ndarray) -> int:
+    """The index `numbered_frame` drew (read from the blocks' centres, so compression does not change it)."""
+    return sum(1 << bit for bit in range(9)
+               if rgb[16 * (bit // 3) + 4:16 * (bit // 3) + 12, 16 * (bit % 3) + 4:16 * (bit % 3) + 12].mean() > 128)
+
+
+def _boxes(data, start: int, end: int):
+    while start < end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        yield kind, start, size
+        start += size
+
+
+def truncated_mp4(path: Path, frames: int, keep: int) -> None:
+    """An MPEG-4 video of `frames` numbered frames, cut after its first `keep` frames' bytes as a partial download:
+    the sample table is moved in front of the frames first (as in streamed files such as FF++'s), so the cut file
+    opens and still states `frames` frames."""
+    write_video(path, [numbered_frame(i) for i in range(frames)])
+    top = {kind: bytearray(path.read_bytes()[pos:pos + size]) for kind, pos, size in _boxes(path.read_bytes(), 0,
+                                                                                             path.stat().st_size)}
+    moov = top.pop(b"moov")
+
+    def table(kind: bytes, skip: int) -> tuple[int, np.ndarray]:  # where a sample table's entries start, and them
+        at = moov.index(kind) + skip
+        return at + 4, np.frombuffer(moov, ">u4", struct.unpack(">I", moov[at:at + 4])[0], at + 4)
+
+    at, chunks = table(b"stco", 8)
+    assert len(chunks) == 1  # OpenCV writes all frames as one chunk
+    start = int(chunks[0]) + len(moov)  # the frames now lie after the sample table
+    moov[at:at + 4] = struct.pack(">I", start)
+    sizes = table(b"stsz", 12)[1]
+    order = list(top)
+    data = b"".join(top[k] for k in order[:order.index(b"mdat")]) + moov + b"".join(
+        top[k] for k in order[order.index(b"mdat"):])
+    path.write_bytes(data[:start + int(sizes[:keep].sum())])
+
+
+REAL_CAPTURE = cv2.VideoCapture
+
+
+class StaleCapture:
+    """OpenCV's capture, but a failed read returns the last decoded frame again: what a truncated H.264 FF++ clip
+    gave after a seek past its decodable end (frame 157 returned as frames 224 and 337)."""
+
+    def __init__(self, path: str):
+        self.cap, self.last = REAL_CAPTURE(path), None
+
+    def read(self):
+        ok, bgr = self.cap.read()
+        self.last = bgr if ok else self.last
+        return (True, self.last) if self.last is not None else (ok, bgr)
+
+    def __getattr__(self, name: str):
+        return getattr(self.cap, name)
+
+
+@pytest.mark.parametrize("capture", [REAL_CAPTURE, StaleCapture])
+def test_a_truncated_video_gives_only_its_own_frames(tmp_path, monkeypatch, caplog, capture):
+    videos = tmp_path / "original_sequences/youtube/c23/videos"
+    videos.mkdir(parents=True)
+    truncated_mp4(videos / "000.mp4", 400, keep=200)
+    monkeypatch.setattr(faces.cv2, "VideoCapture", capture)
+    assert faces.frame_count(videos / "000.mp4") == 400
+    for count in (8, 32):  # 8: gaps of 57 frames, reached by seeking; 32: by grab()
+        with caplog.at_level(logging.WARNING):
+            got = list(read_frames(videos / "000.mp4", count))
+        assert [i for i, _ in got] == [shown_index(rgb) for _, rgb in got] == [
+            i for i in faces.frame_indices(400, count) if i < 200]  # each frame is its own, up to the cut
+        assert f"{count - len(got)} of the {count} wanted frames" in caplog.text
+    always = BrightFaceDetector(level=0)
+    (summary,) = preprocess(tmp_path, "c23", always, always, frames=8).values()
+    written = sorted((videos.parent / "frames/000").glob("*.png"))
+    assert summary.frames == len(written) >= 3 and all(
+        shown_index(cv2.imread(str(p))) == int(p.stem) for p in written)  # no frame saved under another's name
+
+
 class BrightFaceDetector:
     """Faces in every frame brighter than `level` (a stand-in for dlib, or with `landmarks` False for RetinaFace):
     preprocessing's bookkeeping. Two faces; the second has the larger landmark extent but the smaller box."""
@@ -141,7 +229,7 @@ def test_preprocess_writes_the_sbi_layout_and_resumes(tmp_path):
     assert not leftovers  # no partial folders
     (again,) = preprocess(tmp_path, "c23", dlib, dlib, frames=4).values()
     assert (again.done, again.skipped) == (0, 2)
-    with pytest.raises(ValueError, match="preprocessed with .*'dlib'.*not .*'retinaface'.*delete"):
+    with pytest.raises(ValueError, match="preprocessed with .*'dlib'.*not .*'retinaface'.*delete .*regions/"):
         preprocess(tmp_path, "c23", BrightFaceDetector(landmarks=False, name="retinaface"), dlib, frames=4)
     with pytest.raises(ValueError, match="'frames': 4.*not.*'frames': 8"):
         preprocess(tmp_path, "c23", dlib, dlib, frames=8)

@@ -177,6 +177,47 @@ def test_legacy_shifts_equal_albumentations_1_1(reference_packages, tmp_path):
         assert np.array_equal(sbi.LegacyHueSaturationValue().apply(img, shifts=hsv[i].tolist()), ref["hsv"][i])
 
 
+AFFINE_1_1 = """
+import random
+import sys
+import numpy as np
+import albumentations as A
+assert A.__version__ == "1.1.0", A.__version__
+d = np.load(sys.argv[1])
+affine = A.Affine(translate_percent={"x": (-0.03, 0.03), "y": (-0.015, 0.015)}, scale=[0.95, 1 / 0.95], p=1)
+out = []
+for img, mask, u in zip(d["images"], d["masks"], d["draws"]):
+    draws = iter([u[2], u[3], 0, 0, u[0], u[1], 0])  # 1.1 draws translate x, y, shear x, y, scale x, y, rotate
+    random.uniform = lambda a, b: a + (b - a) * next(draws)  # as random.uniform, from the given draws
+    out.append(affine(image=img, mask=mask))
+np.savez(sys.argv[2], images=np.stack([o["image"] for o in out]), masks=np.stack([o["mask"] for o in out]))
+"""
+
+
+def test_affine_equals_albumentations_1_1(reference_packages, tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 70, 90, 3), dtype=np.uint8)
+    masks = (rng.random((60, 70, 90)) < 0.5).astype(np.float32)
+    draws = np.stack([np.random.default_rng(seed).random(4) for seed in range(60)])  # what random_affine draws
+    np.savez(tmp_path / "in.npz", images=images, masks=masks, draws=draws)
+    subprocess.run([sys.executable, "-c", AFFINE_1_1, tmp_path / "in.npz", tmp_path / "out.npz"], check=True,
+                   env={**os.environ, "PYTHONPATH": str(reference_packages)})
+    ref = np.load(tmp_path / "out.npz")
+    for seed in range(60):
+        img, mask = sbi.random_affine(images[seed], masks[seed], np.random.default_rng(seed))
+        assert np.array_equal(img, ref["images"][seed]) and np.array_equal(mask, ref["masks"][seed])
+
+
+def test_blend_is_the_references_arithmetic():
+    rng = np.random.default_rng(0)
+    source, target = rng.integers(0, 256, (2, 300, 300, 3), dtype=np.uint8)
+    mask = rng.random((300, 300), dtype=np.float32)
+    m = mask[..., None]
+    fake = sbi.blend(source, target, mask)
+    assert fake.dtype == np.uint8 and np.array_equal(fake, (m * source + (1 - m) * target).astype(np.uint8))
+    assert np.array_equal(sbi.blend(source, target, np.zeros_like(mask)), target)  # outside the mask: the target
+
+
 def test_photometric_strengths_match_the_spec():
     import albumentations as A
 
