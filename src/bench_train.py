@@ -6,8 +6,9 @@ Runs the engine's own step (two forward+backward passes) on random inputs with r
 is measured. Each measurement runs in a fresh process so that its peak memory is its own. --stage 2 also
 measures stage 1 with the same student, batch and sizes, and prints the ratio next to the expected
 1 + teacher forward / (2 x student forward+backward), and the peak memory against the SBI teacher recipe
-(stage 1 of teacher_arch at image_size). --nproc N compares N gloo processes with one, one thread each and the
-same work per process, so the scaling efficiency shows the cost of DDP's synchronisation.
+(stage 1 of teacher_arch at image_size). --nproc N compares N processes with one, with the same work per process,
+so the scaling efficiency shows the cost of DDP's synchronisation: on CUDA one process per GPU over NCCL, else CPU
+processes of one thread each over gloo.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _timed(fn, steps: int, device: torch.device) -> float:
 
 def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, port: int = 0,
             threads: int | None = None, cpu: bool = False) -> dict:
-    """Seconds per training step (and its parts) of `stage`, in this process (rank `rank` of `world` over gloo).
+    """Seconds per training step (and its parts) of `stage`, in this process (rank `rank` of `world`).
 
     The step is the engine's, with the config's amp, channels_last and compile; `cpu` keeps it off CUDA."""
     if threads:
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", type=int, choices=(1, 2), default=1)
     parser.add_argument("--batch", type=int, help="images per step, global (default: the config's batch_size)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
-    parser.add_argument("--nproc", type=int, default=1, help="also measure N gloo processes (CPU scaling)")
+    parser.add_argument("--nproc", type=int, default=1, help="also measure N processes: NCCL, one per GPU, on CUDA; "
+                                                               "gloo on the CPU")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set + ([f"batch_size={args.batch}"] if args.batch else []))
@@ -148,12 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.nproc > 1:
         if b % (2 * args.nproc):
             raise SystemExit(f"--nproc {args.nproc} needs a batch that is a multiple of {2 * args.nproc}")
-        # CPU processes over gloo, also on a CUDA machine: this measures DDP's synchronisation, not the GPUs
+        cuda = torch.cuda.is_available()  # one process per GPU over NCCL; else CPU processes over gloo
+        if cuda and args.nproc > torch.cuda.device_count():
+            raise SystemExit(f"--nproc {args.nproc} needs as many GPUs; this machine has {torch.cuda.device_count()}")
+        threads, backend = (None, "nccl") if cuda else (1, "gloo")
         one = in_fresh_processes(dataclasses.replace(cfg, batch_size=b // args.nproc), args.stage, args.steps,
-                                 threads=1, cpu=True)
-        many = in_fresh_processes(cfg, args.stage, args.steps, world=args.nproc, threads=1, cpu=True)
-        print(f"stage {args.stage}, 1 thread per process: 1 process x {b // args.nproc} images {one['step']:.3f} "
-              f"s/step; {args.nproc} gloo processes x {b // args.nproc} images {many['step']:.3f} s/step "
+                                 threads=threads, cpu=not cuda)
+        many = in_fresh_processes(cfg, args.stage, args.steps, world=args.nproc, threads=threads, cpu=not cuda)
+        print(f"stage {args.stage}{'' if cuda else ', 1 thread per process'}: 1 process x {b // args.nproc} images "
+              f"{one['step']:.3f} s/step; {args.nproc} {backend} processes x {b // args.nproc} images "
+              f"{many['step']:.3f} s/step "
               f"({b / many['step']:.1f} images/s), scaling efficiency {one['step'] / many['step']:.0%}, "
               f"peak memory per process {many['peak_mb']:.0f} MB")
 

@@ -35,7 +35,6 @@ import os
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -277,8 +276,8 @@ def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[st
         tasks = [(models[role], p, files.get(p, {}).get(role), args.device, args.bf16, args.train_batch, args.threads)
                  for p, role in keys]
         print(f"peak memory: {len(tasks)} fresh processes", flush=True)
-        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
-            memory = list(pool.map(peak_memory, *zip(*tasks)))
+        with multiprocessing.get_context("spawn").Pool(2, maxtasksperchild=1) as pool:  # a fresh process per task
+            memory = pool.starmap(peak_memory, tasks, chunksize=1)
     label = {p: p + ("-bf16" if p == "eager" and args.bf16 else "") for p in paths}
     return [dict(model=role, path=label[p], arch=models[role].arch, params=params[role], input=models[role].crop,
                  network_input=models[role].size, **times[p, role], peak_memory_mb=inference, train_memory_mb=train)

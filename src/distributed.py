@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -113,3 +114,31 @@ def epoch_indices(n: int, epoch: int, seed: int, d: Dist, batch: int | None) -> 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
     usable = n // (batch * d.world) * batch * d.world
     return order[:usable][d.rank::d.world]
+
+
+HOST_WAIT = timedelta(days=7)  # longer than any run: when a rank dies, torchrun stops the others, not a timeout
+_host_groups: dict = {}  # default process group -> its gloo group for host-side waits
+
+
+def _host_group() -> dist.ProcessGroup:
+    """A gloo group over every rank with a HOST_WAIT timeout, made by every rank on its first host-side wait."""
+    world = dist.group.WORLD
+    if world not in _host_groups:
+        _host_groups[world] = dist.new_group(backend="gloo", timeout=HOST_WAIT)
+    return _host_groups[world]
+
+
+def host_barrier(d: Dist) -> None:
+    """Wait for every rank however long the slowest takes (uneven shards of videos): on a gloo group whose timeout
+    is HOST_WAIT, not on NCCL, whose watchdog ends a rank that waits past its collective timeout (10 minutes)."""
+    if d.world > 1:
+        dist.barrier(group=_host_group())
+
+
+def host_gather(obj, d: Dist) -> list:
+    """`gather` for small Python objects after uneven work: waits like `host_barrier`."""
+    if d.world == 1:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj, group=_host_group())
+    return out

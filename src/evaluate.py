@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
-from .distributed import barrier, broadcast, finish, init_distributed, leave
+from .distributed import broadcast, finish, host_barrier, init_distributed, leave
 from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector, is_image,
                     fork_safe_opencv, keep_large, list_media, make_detector, one_thread,
                     read_frame_batches)
@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as e:
         leave(d)
         ap.exit(2, f"error: {e}\n")
-    barrier(d)
+    host_barrier(d)
     setup_logging(out / ("evaluate.log" if d.world == 1 else f"evaluate.rank{d.rank}.log"))
     done = read_records(out)
     todo = [i for i in items[d.rank::d.world] if str(i.path) not in done]
@@ -654,7 +654,7 @@ def main(argv: list[str] | None = None) -> None:
         new = evaluate_items(todo, detector, model, size, a.frames, device, a.batch_size, timer, a.workers, a.bf16,
                              record)
     wall = time.perf_counter() - start
-    barrier(d)
+    host_barrier(d)  # shards are uneven: a rank may wait here for hours
     if d.is_main:
         done = read_records(out)
         missing = [str(i.path) for i in items if str(i.path) not in done]

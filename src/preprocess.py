@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .distributed import Dist, barrier, finish, gather, init_distributed, leave
+from .distributed import Dist, finish, host_barrier, host_gather, init_distributed, leave
 from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
                     fork_safe_opencv, make_detector, one_thread, read_frame_batches)
 from .logs import cli, setup_logging
@@ -159,7 +159,7 @@ def preprocess(root: str | Path, compression: str, detector: Detector, landmarke
         out, summary = videos.parent, Summary()
         if d.is_main:
             record_face_source(out, info)
-        barrier(d)
+        host_barrier(d)  # the ranks that finished the previous folder first wait here for the slowest
         paths = sorted(videos.glob("*.mp4"))
         if not paths:
             _logger.warning("%s holds no .mp4 video", videos)
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as e:
         leave(d)
         ap.exit(2, f"error: {e}\n")
-    for rank_summaries in gather(summaries, d)[1:]:
+    for rank_summaries in host_gather(summaries, d)[1:]:
         for out, s in rank_summaries.items():
             merge(summaries[out], s)
     if d.is_main:

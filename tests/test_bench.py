@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from src import bench_data, bench_train, gpu_check
+from src import bench_data, bench_train
 from src.config import Config
 from src.engine import compiled
 
@@ -43,16 +43,3 @@ def test_compile_falls_back_to_the_module_where_it_fails(monkeypatch, caplog):
     with caplog.at_level("WARNING"):
         assert compiled(module, cfg, torch.device("cuda")) is module
     assert "torch.compile failed (RuntimeError: no triton)" in caplog.text
-
-
-def test_gpu_check_says_there_is_no_cuda_and_exits_cleanly(capsys, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    gpu_check.main([])
-    assert "no CUDA device" in capsys.readouterr().out
-
-
-def test_gpu_check_rows_run_every_variant(tmp_path):
-    cfg = Config(model="test_efficientnet", teacher_arch="test_efficientnet", image_size=32, student_image_size=None,
-                 batch_size=4)  # on the CPU: amp and compile are ignored, channels_last applies
-    rows = gpu_check.step_rows(cfg, 1, gpu_check.VARIANTS)
-    assert len(rows) == 4 and all(row.count("|") == 10 and "Error" not in row for row in rows)
