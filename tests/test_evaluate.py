@@ -141,7 +141,15 @@ def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
     assert s["per_manipulation"]["FaceSwap"]["video_auc"] == 0.5
 
 
-def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def keep_torch_threads():
+    """The test process's torch threads as they were (evaluate.main gives its process the cores its workers leave)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys, keep_torch_threads):
     monkeypatch.setattr(evaluate, "make_detector", lambda *a, **k: SquareDetector())
     monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
     (tmp_path / "model.pth").write_bytes(b"a model")
