@@ -683,8 +683,8 @@ def thread_budget(workers: int, model: nn.Module) -> str:
     if workers:
         return (f"{cores} cores; {workers} worker process{'es' if workers != 1 else ''} of 1 thread each (OpenCV, its "
                 f"FFmpeg decoding, torch); the scoring process: {scoring}")
-    return (f"{cores} cores, one process: FFmpeg decoding {min(cores, 16)}, OpenCV {cv2.getNumThreads()}, "
-            f"scoring {scoring}")
+    decoding = os.environ.get("OPENCV_FFMPEG_THREADS", min(cores, 16))  # OpenCV's default: one per core, up to 16
+    return f"{cores} cores, one process: FFmpeg decoding {decoding}, OpenCV {cv2.getNumThreads()}, scoring {scoring}"
 
 
 def count_arg(minimum: int) -> Callable[[str], int]:
