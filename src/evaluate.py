@@ -9,10 +9,12 @@ scored; frame score = max over faces, video score = mean over frames with a face
 0.5 and is listed; a face whose box cannot be cropped is skipped and counted (bad_faces). Writes results.json,
 videos.csv and roc.png to `--out` (default output/evaluate_<dataset>_<time>/) and prints a table.
 
---workers processes decode, detect and crop videos ahead of the model; each scored video is appended to
-videos.jsonl, and the same command with an interrupted run's --out scores only the missing ones; under torchrun
-each process scores every world-th video and rank 0 merges them; --runtime onnx scores an exported file in ONNX
-Runtime.
+--workers processes decode, detect and crop videos ahead of the model, one thread each, and the scoring process
+gets the cores they leave; each scored video is appended to videos.jsonl, and the same command with an interrupted
+run's --out scores only the missing ones (the same model file, by content, under the same settings: anything else is
+refused); under torchrun each process scores every world-th video and rank 0 merges them; --runtime onnx scores an
+exported file in ONNX Runtime. A video that decodes fewer frames than it states (truncated, damaged) is scored on
+the frames it has and listed in results.json as truncated.
 
 Dataset layouts (`--root`):
     ff      FF++ root: test.json, original_sequences/youtube/<c>/videos/<id>.mp4 (real) and
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from contextlib import nullcontext
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple, TextIO
 
 import cv2
 import numpy as np
@@ -51,10 +54,10 @@ from tqdm import tqdm
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
 from .distributed import broadcast, finish, host_barrier, init_distributed, leave
-from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector, is_image,
-                    fork_safe_opencv, keep_large, list_media, make_detector, one_thread,
-                    read_frame_batches)
-from .logs import cli, setup_logging
+from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector,
+                    find_retinaface_weights, fork_safe_opencv, frame_count, frame_indices, is_image,
+                    keep_large, list_media, make_detector, one_thread, read_frame_batches)
+from .logs import UserError, cli, setup_logging
 from .models import student_view, teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
 from .sbi import BadSample, box_crop
@@ -82,6 +85,12 @@ class MediaScores:
     faces: list[FaceScore]
     n_frames: int  # frames decoded
     bad_faces: int = 0  # faces skipped because their box cannot be cropped (degenerate, outside the frame)
+    n_wanted: int = 0  # frames the protocol asks of it (its stated frame count); 0: not known
+
+    @property
+    def truncated(self) -> bool:
+        """Fewer frames decoded than the video states (cut short or damaged): scored on the frames read."""
+        return self.n_frames < self.n_wanted
 
     def frame_scores(self) -> dict[int, float]:
         """Frame index -> max fake probability over its faces (frames with a face only)."""
@@ -153,8 +162,16 @@ def cdf_items(root: Path) -> list[Item]:
 
 def dfdc_items(root: Path) -> list[Item]:
     """DFDC test set: labels.csv (filename, label) with the videos in videos/."""
-    with open(_need(root / "labels.csv", "DFDC test set's labels (filename,label)"), newline="") as f:
-        rows = list(csv.DictReader(f))
+    path = _need(root / "labels.csv", "DFDC test set's labels (filename,label)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"filename", "label"} <= set(reader.fieldnames or ()):
+            raise UserError(f"{path} has the columns {reader.fieldnames}; the DFDC test set's labels.csv has a "
+                            f"header line with 'filename' and 'label' (1 = fake)")
+        rows = list(reader)
+    bad = next((r for r in rows if r["label"] not in ("0", "1", "0.0", "1.0")), None)
+    if bad is not None:
+        raise UserError(f"{path}: label {bad['label']!r} for {bad['filename']}; labels are 0 (real) or 1 (fake)")
     return [Item(root / "videos" / r["filename"], int(float(r["label"])), ("real", "fake")[int(float(r["label"]))])
             for r in rows]
 
@@ -253,6 +270,10 @@ def load_detector_model(path: str | Path) -> DetectorModel:
     config = ckpt.get("config")
     crop, size, faces = TEACHER_SIZE, None, dict(REFERENCE_FACES)
     if isinstance(config, dict):
+        if not config.get("image_size"):
+            raise UserError(f"{file}: its config records no image_size (the face crop size it was trained on), which "
+                            f"scoring needs; set config['image_size'] in the checkpoint, or give its model's state "
+                            f"dict alone (scored at {TEACHER_SIZE} px)")
         crop, size = config["image_size"], config.get("student_image_size")
         if config.get("faces"):
             faces = config["faces"]
@@ -264,24 +285,48 @@ def load_detector_model(path: str | Path) -> DetectorModel:
     return DetectorModel(model, int(crop), faces)
 
 
-def load_scorer(path: str | Path, runtime: str = "torch") -> DetectorModel:
+def load_scorer(path: str | Path, runtime: str = "torch", threads: int | None = None) -> DetectorModel:
     """`load_detector_model` with MobileViTv2 blocks in their exact faster form (src.export's rewrite, tested against
-    timm), or with runtime 'onnx' an exported .onnx file (the crop size is its input's)."""
+    timm), or with runtime 'onnx' an exported .onnx file in ONNX Runtime with `threads` (default: all cores); its
+    crop size is its input's and its training data's faces record the one src.export wrote into its metadata."""
+    file = resolve_path(str(path), "weights")
     if runtime == "torch":
         from .export import fast_mobilevitv2  # noqa: PLC0415 (ONNX imports only for scoring)
 
-        model, crop, faces = load_detector_model(path)
+        if file.suffix == ".onnx":
+            raise UserError(f"{file} is an exported ONNX file: score it with --runtime onnx")
+        model, crop, faces = load_detector_model(file)
         return DetectorModel(fast_mobilevitv2(model), crop, faces)
     from .export import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
 
-    file = resolve_path(str(path), "weights")
     if file.suffix != ".onnx":
         raise ValueError(f"--runtime onnx scores an exported .onnx file (python -m src.export), not {file}")
-    model = OrtClassifier(file)
+    model = OrtClassifier(file, threads)
     crop = int(model.session.get_inputs()[0].shape[-1])
-    _logger.info("%s in ONNX Runtime (CPU): face crops at %d px; an ONNX file does not record its training data's "
-                 "face detector: the protocol's RetinaFace unless --detector says otherwise", file, crop)
-    return DetectorModel(model, crop, dict(REFERENCE_FACES))
+    _logger.info("%s in ONNX Runtime (CPU): face crops at %d px", file, crop)
+    return DetectorModel(model, crop, onnx_faces(model.session, file))
+
+
+def onnx_faces(session: object, file: Path) -> dict:
+    """The training data's faces record that src.export writes into an ONNX file's metadata ('faces', JSON); the
+    SBI reference's for a file without one."""
+    text = session.get_modelmeta().custom_metadata_map.get("faces")
+    if text is None:
+        _logger.info("%s does not record its training data's face detector (exported before src.export wrote it): "
+                     "assuming the SBI reference's", file)
+        return dict(REFERENCE_FACES)
+    try:
+        faces = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{file}: its 'faces' metadata is not valid JSON ({e}); export the model again") from None
+    if not isinstance(faces, dict):
+        raise UserError(f"{file}: its 'faces' metadata is {faces!r}, not a faces record; export the model again")
+    return faces
+
+
+def frames_wanted(path: str | Path, frames: int) -> int:
+    """How many frames the protocol reads of `path`: `frames` at linspace of the count its container states."""
+    return len(frame_indices(frame_count(path), frames))
 
 
 def default_batch(device: str | torch.device) -> int:
@@ -311,12 +356,13 @@ class Crops(NamedTuple):
     where: list[tuple[int, list[float]]]  # (frame index, box x0 y0 x1 y1) of each crop
     n_frames: int
     bad_faces: int  # faces whose box cannot be cropped (degenerate, outside the frame): skipped
+    n_wanted: int  # frames asked for (`frames_wanted`)
 
 
 def face_crops(path: str | Path, batches: Iterable[list[tuple[int, np.ndarray]]], detector: Detector, size: int,
-               watch: Stopwatch) -> Crops:
-    """Detect the faces of decoded frame batches, keep those of at least half the largest area, crop each with the
-    test margins and resize it to `size`."""
+               wanted: int, watch: Stopwatch) -> Crops:
+    """Detect the faces of decoded frame batches (of the `wanted` frames asked for), keep those of at least half the
+    largest area, crop each with the test margins and resize it to `size`."""
     crops, where, n_frames, bad = [], [], 0, 0
     for chunk in batches:
         n_frames += len(chunk)
@@ -335,14 +381,14 @@ def face_crops(path: str | Path, batches: Iterable[list[tuple[int, np.ndarray]]]
                 crops.append(cv2.resize(rgb[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR))
                 where.append((index, face.box[:2].reshape(-1).tolist()))
         watch.lap("crop")
-    return Crops(np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8), where, n_frames, bad)
+    return Crops(np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8), where, n_frames, bad, wanted)
 
 
 def _scores(crops: Crops, model: nn.Module, device: str | torch.device, batch_size: int | None,
             bf16: bool) -> MediaScores:
     probs = fake_probabilities(model, crops.crops, device, batch_size, bf16)
     return MediaScores([FaceScore(i, box, p) for (i, box), p in zip(crops.where, probs, strict=True)], crops.n_frames,
-                       crops.bad_faces)
+                       crops.bad_faces, crops.n_wanted)
 
 
 def score_media(path: str | Path, detector: Detector, model: nn.Module, size: int, frames: int = 32,
@@ -352,7 +398,7 @@ def score_media(path: str | Path, detector: Detector, model: nn.Module, size: in
     frames already decoded (`read_frame_batches`), else read here."""
     watch = Stopwatch(timer)
     batches = read_frame_batches(path, frames) if batches is None else batches
-    crops = face_crops(path, batches, detector, size, watch)
+    crops = face_crops(path, batches, detector, size, frames_wanted(path, frames), watch)
     scores = _scores(crops, model, device, batch_size, bf16)
     watch.lap("model")
     return scores
@@ -370,12 +416,14 @@ class VideoCrops(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         path, timer = self.items[i].path, defaultdict(float)
+        watch = Stopwatch(timer)
         try:
-            batches = read_frame_batches(path, self.frames)
+            wanted, batches = frames_wanted(path, self.frames), read_frame_batches(path, self.frames)
             if self.detector is None:
-                return dict(index=i, batches=list(batches), timer=timer)
-            return dict(index=i, crops=face_crops(path, batches, self.detector, self.size, Stopwatch(timer)),
-                        timer=timer)
+                batches = list(batches)
+                watch.lap("decode")
+                return dict(index=i, batches=batches, wanted=wanted, timer=timer)
+            return dict(index=i, crops=face_crops(path, batches, self.detector, self.size, wanted, watch), timer=timer)
         except UnreadableMedia as e:
             return dict(index=i, error=str(e), timer=timer)
 
@@ -411,7 +459,8 @@ def evaluate_items(items: list[Item], detector: Detector, model: nn.Module, size
             result = VideoResult(item, None, out["error"])
         else:
             watch = Stopwatch(timer)
-            crops = out["crops"] if in_workers else face_crops(item.path, out["batches"], detector, size, watch)
+            crops = (out["crops"] if in_workers else
+                     face_crops(item.path, out["batches"], detector, size, out["wanted"], watch))
             watch.lap("crop")
             result = VideoResult(item, _scores(crops, model, device, batch_size, bf16))
             watch.lap("model")
@@ -458,7 +507,10 @@ def summarize(results: list[VideoResult]) -> dict:
                     n_videos=len(rs), n_frames=len(frames),
                     bad_faces=sum(r.scores.bad_faces for r in rs if r.scores),
                     no_face_videos=[str(r.item.path) for r in rs if r.scores and r.scores.score() is None],
-                    unreadable_videos=[str(r.item.path) for r in rs if r.scores is None])
+                    unreadable_videos=[str(r.item.path) for r in rs if r.scores is None],
+                    truncated_videos=[dict(path=str(r.item.path), frames_wanted=r.scores.n_wanted,
+                                           frames_read=r.scores.n_frames)
+                                      for r in rs if r.scores and r.scores.truncated])
 
     summary = block(results)
     groups = sorted({r.item.group for r in results if r.item.label == 1})
@@ -474,13 +526,13 @@ def write_outputs(out: Path, summary: dict, results: list[VideoResult]) -> None:
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     with open(out / "videos.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "group", "score", "frames_read", "frames_with_face", "faces", "bad_faces",
-                    "error"])
+        w.writerow(["path", "label", "group", "score", "frames_wanted", "frames_read", "frames_with_face", "faces",
+                    "bad_faces", "error"])
         for r in results:
             s = r.scores
-            w.writerow([r.item.path, r.item.label, r.item.group, f"{r.score:.6f}", s.n_frames if s else 0,
-                        len(s.frame_scores()) if s else 0, len(s.faces) if s else 0, s.bad_faces if s else 0,
-                        r.error])
+            w.writerow([r.item.path, r.item.label, r.item.group, f"{r.score:.6f}", s.n_wanted if s else 0,
+                        s.n_frames if s else 0, len(s.frame_scores()) if s else 0, len(s.faces) if s else 0,
+                        s.bad_faces if s else 0, r.error])
 
 
 def _fmt(value: float | None) -> str:
@@ -499,12 +551,18 @@ def print_table(summary: dict) -> None:
         if summary[kind]:
             _logger.warning("%d video(s) %s scored 0.5 (listed in results.json '%s')", len(summary[kind]),
                             "without any face" if kind == "no_face_videos" else "unreadable", kind)
+    if summary["truncated_videos"]:
+        _logger.warning("%d video(s) decoded fewer frames than they state (cut short or damaged): scored on the "
+                        "frames read, where the SBI reference's code scores such a video 0.5 (listed in results.json "
+                        "'truncated_videos')", len(summary["truncated_videos"]))
 
 
-def print_profile(timer: dict, n_frames: int, n_faces: int, wall: float, workers: int) -> None:
-    """Frames per second end to end, and the seconds of each stage (summed over the worker processes)."""
+def print_profile(timer: dict, n_frames: int, n_faces: int, wall: float, workers: int, budget: str) -> None:
+    """Frames per second end to end, the thread budget, and the seconds of each stage (summed over the worker
+    processes)."""
     print(f"profile: {n_frames} frames, {n_faces} faces in {wall:.2f} s: {n_frames / max(wall, 1e-9):.2f} frames/s end "
           f"to end ({workers} worker process{'es' if workers != 1 else ''}; stage seconds summed over processes)")
+    print(f"  threads: {budget}")
     for stage in STAGES:
         seconds = timer[stage]
         print(f"  {stage:<6} {seconds:8.2f} s  {1000 * seconds / max(n_frames, 1):8.1f} ms/frame  "
@@ -564,7 +622,7 @@ def to_record(r: VideoResult) -> dict:
     """One line of videos.jsonl: a scored video, enough to rebuild its VideoResult."""
     s = r.scores
     return dict(path=str(r.item.path), label=r.item.label, group=r.item.group, error=r.error,
-                n_frames=s.n_frames if s else 0, bad_faces=s.bad_faces if s else 0,
+                n_frames=s.n_frames if s else 0, n_wanted=s.n_wanted if s else 0, bad_faces=s.bad_faces if s else 0,
                 faces=[[f.frame, f.box, f.score] for f in s.faces] if s else None)
 
 
@@ -580,19 +638,89 @@ def read_records(out: Path) -> dict[str, VideoResult]:
             except json.JSONDecodeError:
                 continue
             scores = None if r["faces"] is None else MediaScores([FaceScore(*f) for f in r["faces"]], r["n_frames"],
-                                                                  r["bad_faces"])
+                                                                  r["bad_faces"], r["n_wanted"])
             done[r["path"]] = VideoResult(Item(Path(r["path"]), r["label"], r["group"]), scores, r["error"])
     return done
 
 
+def open_records(path: Path) -> TextIO:
+    """videos.jsonl opened for appending; a last line cut short by a kill is ended first, so that it stays alone on
+    its line (and is ignored)."""
+    cut = False
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
+    log = open(path, "a")  # noqa: SIM115 (the caller closes it)
+    if cut:
+        log.write("\n")
+    return log
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content: what a resumed evaluation is keyed to."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _short(value: object) -> str:
+    return value[:12] if isinstance(value, str) and len(value) == 64 else json.dumps(value)
+
+
 def check_settings(out: Path, settings: dict) -> None:
-    """Write out/evaluate.json, or check that the run being resumed there used the same settings."""
-    path = out / "evaluate.json"
-    if path.is_file() and (before := json.loads(path.read_text())) != settings:
-        changed = sorted(k for k in settings if before.get(k) != settings[k])
-        raise ValueError(f"{out} holds an evaluation with other settings ({', '.join(changed)}): resume it with the "
-                         f"same command, or choose another --out")
-    path.write_text(json.dumps(settings, indent=2))
+    """Write out/evaluate.json, or check that the run being resumed there scored with the same model file (by
+    content) and settings; scores in `out` without an evaluate.json are refused (nothing ties them to a model)."""
+    path, fresh = out / "evaluate.json", f"start afresh with another --out (or delete {out})"
+    if not path.is_file():
+        if any(out.glob("videos*.jsonl")):
+            raise UserError(f"{out} holds scored videos (videos*.jsonl) but no evaluate.json, so nothing says which "
+                            f"model and settings scored them: {fresh}")
+        path.write_text(json.dumps(settings, indent=2))
+        return
+    before = json.loads(path.read_text())
+    changed = [k for k in settings if k != "weights" and before.get(k) != settings[k]]
+    if changed:
+        what = "; ".join(f"{k} {_short(before.get(k))} there, {_short(settings[k])} now" for k in changed)
+        if "model_sha256" in changed:
+            what += f" (weights {before.get('weights')} there, {settings['weights']} now)"
+        raise UserError(f"{out} holds an evaluation scored with another model or settings ({what}): resume it with "
+                        f"the same model file and settings, or {fresh}")
+
+
+def scoring_threads(workers: int) -> int | None:
+    """Threads for the scoring process: the cores (its share of them under torchrun) that its `workers` leave, at
+    least one; None without workers (each library's default: the cores)."""
+    if not workers:
+        return None
+    cores = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, cores - workers)
+
+
+def thread_budget(workers: int, model: nn.Module) -> str:
+    """The threads of each process and stage, for --profile."""
+    session = getattr(model, "session", None)
+    scoring = (f"ONNX Runtime {session.get_session_options().intra_op_num_threads}" if session is not None else
+               f"torch {torch.get_num_threads()}")
+    cores = len(os.sched_getaffinity(0))
+    if workers:
+        return (f"{cores} cores; {workers} worker process{'es' if workers != 1 else ''} of 1 thread each (OpenCV, its "
+                f"FFmpeg decoding, torch); the scoring process: {scoring}")
+    decoding = os.environ.get("OPENCV_FFMPEG_THREADS", min(cores, 16))  # OpenCV's default: one per core, up to 16
+    return f"{cores} cores, one process: FFmpeg decoding {decoding}, OpenCV {cv2.getNumThreads()}, scoring {scoring}"
+
+
+def count_arg(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -601,39 +729,48 @@ def main(argv: list[str] | None = None) -> None:
                                                      "with --runtime onnx an exported .onnx file")
     ap.add_argument("--dataset", required=True, type=str.lower, choices=list(READERS))
     ap.add_argument("--root", required=True, help="the dataset's root folder (layouts above)")
-    ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
+    ap.add_argument("--frames", type=count_arg(1), default=32, help="frames per video, at linspace (default 32)")
     ap.add_argument("--out", help="output folder (default output/evaluate_<dataset>_<time>); an interrupted run's "
                                   "folder resumes it")
     ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23", help="ff and dfd only")
     add_detector_args(ap, default=None)
     ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                     help="onnx: score with the exported ONNX or int8 file of src.export in ONNX Runtime (CPU)")
-    ap.add_argument("--batch", "--batch-size", dest="batch_size", type=int,
+    ap.add_argument("--batch", "--batch-size", dest="batch_size", type=count_arg(1),
                     help="faces per model call (default: 32 on CUDA, 1 on the CPU, where larger batches run slower "
                          "per face)")
-    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                    help="processes that decode, detect and crop videos ahead of the model (default: %(default)s)")
+    ap.add_argument("--workers", type=count_arg(0), default=min(4, os.cpu_count() or 1),
+                    help="processes that decode, detect and crop videos ahead of the model, one thread each; the "
+                         "scoring process gets the cores they leave (default: %(default)s)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bf16", action="store_true", help="the classifier under bf16 autocast (CUDA)")
-    ap.add_argument("--profile", action="store_true", help="print frames/s and the seconds of decode, detect, crop, "
-                                                           "model")
+    ap.add_argument("--profile", action="store_true", help="print frames/s, the threads of each stage and the "
+                                                           "seconds of decode, detect, crop, model")
     a = ap.parse_args(argv)
     setup_logging()
     d = init_distributed(cpu=not a.device.startswith("cuda"))  # under torchrun: each process a shard of the videos
     device = d.device if d.world > 1 else torch.device(a.device)
+    threads = scoring_threads(a.workers)
+    if threads:
+        torch.set_num_threads(threads)
     try:
         items = dataset_items(a.dataset, a.root, a.compression)
-        model, size, faces = load_scorer(a.weights, a.runtime)
+        weights = resolve_path(a.weights, "weights")
+        model, size, faces = load_scorer(weights, a.runtime, threads)
         detector = make_detector(choose_detector(a.detector, faces), a.shape_predictor,
                                  retinaface_weights=a.retinaface_weights, device=device)
         model = model.to(device)
         out = Path(broadcast(a.out or f"output/evaluate_{a.dataset}_{datetime.now():%Y%m%d-%H%M%S}", d))
-        settings = dict(dataset=a.dataset, root=str(a.root), weights=str(a.weights),
-                        frames=a.frames, compression=a.compression, runtime=a.runtime, detector=detector.describe())
+        described = detector.describe()
+        retinaface = find_retinaface_weights(a.retinaface_weights) if described["detector"] == "retinaface" else None
+        settings = dict(dataset=a.dataset, root=str(a.root), weights=str(weights), model_sha256=file_sha256(weights),
+                        frames=a.frames, compression=a.compression, runtime=a.runtime,
+                        bf16=a.bf16 and device.type == "cuda", detector=described,
+                        retinaface_sha256=file_sha256(retinaface) if retinaface else None)
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
             check_settings(out, settings)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, UserError) as e:
         leave(d)
         ap.exit(2, f"error: {e}\n")
     host_barrier(d)
@@ -642,11 +779,9 @@ def main(argv: list[str] | None = None) -> None:
     todo = [i for i in items[d.rank::d.world] if str(i.path) not in done]
     _logger.info("%s: %d videos (%d real) from %s; results to %s%s", a.dataset, len(items),
                  sum(i.label == 0 for i in items), a.root, out,
-                 f"; resuming: {len(done)} already scored" if done else "")
+                 f"; resuming: {len(done)} already scored by the same model file" if done else "")
     timer, start = defaultdict(float), time.perf_counter()
-    with open(out / ("videos.jsonl" if d.world == 1 else f"videos.rank{d.rank}.jsonl"), "a+") as log:
-        if log.tell() and (log.seek(log.tell() - 1) or log.read(1) != "\n"):
-            log.write("\n")  # a line cut short by a kill stays alone on its line (and is ignored)
+    with open_records(out / ("videos.jsonl" if d.world == 1 else f"videos.rank{d.rank}.jsonl")) as log:
         def record(r: VideoResult) -> None:
             log.write(json.dumps(to_record(r)) + "\n")
             log.flush()
@@ -668,7 +803,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {out / 'results.json'}, {out / 'videos.csv'} and {out / 'roc.png'}")
     if a.profile:
         print_profile(timer, sum(r.scores.n_frames for r in new if r.scores),
-                      sum(len(r.scores.faces) for r in new if r.scores), wall, a.workers)
+                      sum(len(r.scores.faces) for r in new if r.scores), wall, a.workers,
+                      thread_budget(a.workers, model))
     finish(d)
 
 

@@ -23,6 +23,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Iterator, Protocol
 import cv2
 import numpy as np
 
+from .logs import UserError
 from .sbi import retina_from_landmarks
 
 _logger = logging.getLogger(__name__)
@@ -207,14 +209,22 @@ def read_face_source(folder: str | Path) -> dict:
 
 def choose_detector(requested: str | None, faces: dict) -> str:
     """`requested`, or the detector that made the model's training data (`faces`); another one is warned about."""
-    trained = DETECTOR_FOR_DATA[faces["detector"]]
+    recorded = faces.get("detector")
+    trained = DETECTOR_FOR_DATA.get(recorded)
+    if trained is None:
+        unknown = (f"the model's training data records the face detector {recorded!r}, which this project does not "
+                   f"know (it knows {', '.join(DETECTOR_FOR_DATA)})")
+        if requested is None:
+            raise UserError(f"{unknown}: choose one with --detector {' or --detector '.join(DETECTORS)}")
+        _logger.warning("%s: scoring with --detector %s", unknown, requested)
+        return requested
     if requested is None:
-        _logger.info("face detector: %s, as the model's training data (%s)", trained, faces["detector"])
+        _logger.info("face detector: %s, as the model's training data (%s)", trained, recorded)
         return trained
     if requested != trained:
         _logger.warning("face detector %s, but the model's training data was made with %s: its boxes, and so the "
                         "crops, differ from training's, which moves the scores and AUCs (drop --detector to use %s)",
-                        requested, faces["detector"], trained)
+                        requested, recorded, trained)
     return requested
 
 
@@ -290,11 +300,13 @@ def read_frames(path: str | Path, count: int) -> Iterator[tuple[int, np.ndarray]
 
 
 def one_thread(worker_id: int = 0) -> None:
-    """A worker process computes with one torch thread: N workers keep N cores busy, not N x N (OpenCV's count is
-    set by the parent before it forks: `fork_safe_opencv`)."""
+    """A worker process computes with one torch thread and decodes with one FFmpeg thread (OpenCV reads
+    OPENCV_FFMPEG_THREADS at each open; by default it starts one decoding thread per core): N workers keep N cores
+    busy, not N x N. OpenCV's own count is set by the parent before it forks: `fork_safe_opencv`."""
     import torch  # noqa: PLC0415 (the dlib path needs no torch)
 
     torch.set_num_threads(1)
+    os.environ["OPENCV_FFMPEG_THREADS"] = "1"
 
 
 def fork_safe_opencv() -> None:

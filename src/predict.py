@@ -2,6 +2,8 @@
 
     python -m src.predict --weights weights/FFc23.tar photo.jpg clip.mp4 [--json] [--frames 32] [--save-vis DIR]
 
+An input that is a folder stands for every image and video under it.
+
 A video is scored as in evaluation (src/evaluate.py, the SBI test protocol): frame score = max over its faces, overall =
 mean over frames with a face; an image is one frame. An input without any face has no fake probability (null).
 --save-vis DIR draws each face's box and fake probability: DIR/<name>.png for an image; for a video the frames it
@@ -21,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import FaceScore, MediaScores, load_scorer, score_media
-from .faces import (Detector, UnreadableMedia, add_detector_args, choose_detector, is_image, make_detector,
-                    read_frame_batches)
-from .logs import cli, setup_logging
+from .evaluate import FaceScore, MediaScores, count_arg, load_scorer, score_media
+from .faces import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Detector, UnreadableMedia, add_detector_args, choose_detector,
+                    is_image, list_media, make_detector, read_frame_batches)
+from .logs import UserError, cli, setup_logging
 
 
 def draw_faces(rgb: np.ndarray, faces: list[FaceScore]) -> np.ndarray:
@@ -118,30 +120,49 @@ def print_human(results: list[dict]) -> None:
             print(f"  frame {f['frame']:>5}  face at ({box}): {f['fake_probability']:.3f}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """The inputs with each folder replaced by the images and videos under it; a missing input or a folder without
+    any is an error."""
+    paths = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = list_media(path)
+            if not found:
+                raise UserError(f"{path} is a folder without any image or video in it (searched recursively for "
+                                f"{' '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
+            paths += map(str, found)
+        elif path.is_file():
+            paths.append(name)
+        else:
+            raise UserError(f"no such file or folder: {name}")
+    return paths
 
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("inputs", nargs="+", metavar="INPUT", help="images or videos")
-    ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")
+    ap.add_argument("inputs", nargs="+", metavar="INPUT", help="images, videos, or folders of them")
+    ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok), "
+                                                     "or with --runtime onnx an exported .onnx file")
+    ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                    help="onnx: score with the exported ONNX or int8 file of src.export in ONNX Runtime (CPU)")
     ap.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
-    ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
+    ap.add_argument("--frames", type=count_arg(1), default=32, help="frames per video, at linspace (default 32)")
     add_detector_args(ap, default=None)
-    ap.add_argument("--batch-size", type=int, help="faces per model call (default: 32 on CUDA, 1 on the CPU)")
+    ap.add_argument("--batch-size", type=count_arg(1), help="faces per model call (default: 32 on CUDA, 1 on the CPU)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--save-vis", metavar="DIR", help="draw the faces and their fake probabilities into DIR")
     a = ap.parse_args(argv)
     setup_logging()
-    missing = [p for p in a.inputs if not Path(p).is_file()]
-    if missing:
-        ap.exit(2, f"error: no such file: {', '.join(missing)}\n")
     try:
-        model, size, faces = load_scorer(a.weights)
+        inputs = expand_inputs(a.inputs)
+        model, size, faces = load_scorer(a.weights, a.runtime)
         detector = make_detector(choose_detector(a.detector, faces), a.shape_predictor,
                                  retinaface_weights=a.retinaface_weights, device=a.device)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, UserError) as e:
         ap.exit(2, f"error: {e}\n")
     device = torch.device(a.device)
-    results = predict(a.inputs, detector, model.to(device), size, a.frames, device, a.batch_size, a.save_vis)
+    results = predict(inputs, detector, model.to(device), size, a.frames, device, a.batch_size, a.save_vis)
     if a.json:
         print(json.dumps(results, indent=2))
     else:

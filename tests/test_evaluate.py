@@ -141,11 +141,20 @@ def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
     assert s["per_manipulation"]["FaceSwap"]["video_auc"] == 0.5
 
 
-def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def keep_torch_threads():
+    """The test process's torch threads as they were (evaluate.main gives its process the cores its workers leave)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys, keep_torch_threads):
     monkeypatch.setattr(evaluate, "make_detector", lambda *a, **k: SquareDetector())
     monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
-    evaluate.main(["--weights", "any", "--dataset", "folder", "--root", str(folder), "--frames", "4",
-                   "--out", str(tmp_path / "out"), "--profile", "--device", "cpu"])
+    (tmp_path / "model.pth").write_bytes(b"a model")
+    evaluate.main(["--weights", str(tmp_path / "model.pth"), "--dataset", "folder", "--root", str(folder), "--frames",
+                   "4", "--out", str(tmp_path / "out"), "--profile", "--device", "cpu"])
     res = json.loads((tmp_path / "out/results.json").read_text())
     assert {"video_auc", "frame_auc", "ap", "eer", "acc", "n_videos", "no_face_videos"} <= set(res)
     rows = list(csv.DictReader(open(tmp_path / "out/videos.csv")))
@@ -322,7 +331,13 @@ def test_worker_processes_give_the_one_at_a_time_scores(folder):
             assert max((abs(f.score - g.score) for f, g in zip(r.scores.faces, s.faces)), default=0) <= 1e-5
 
 
-def _cli(folder, out, monkeypatch, calls=None, *extra):
+def _cli(folder, out, monkeypatch, calls=None, *extra, weights=None):
+    """results.json of the CLI on `folder` (SquareDetector, GreyModel) with `weights` (default: out/../model.pth)."""
+    if weights is None:
+        weights = out.parent / "model.pth"
+        if not weights.is_file():
+            weights.write_bytes(b"a model")
+
     def detector(*args, **kwargs):
         found = SquareDetector()
         if calls is not None:
@@ -331,8 +346,8 @@ def _cli(folder, out, monkeypatch, calls=None, *extra):
 
     monkeypatch.setattr(evaluate, "make_detector", detector)
     monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
-    evaluate.main(["--weights", "any", "--dataset", "folder", "--root", str(folder), "--frames", "4", "--out", str(out),
-                   "--device", "cpu", "--workers", "0", *extra])
+    evaluate.main(["--weights", str(weights), "--dataset", "folder", "--root", str(folder), "--frames", "4", "--out",
+                   str(out), "--device", "cpu", "--workers", "0", *extra])
     return json.loads((out / "results.json").read_text())
 
 
