@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 
 from .config import Config, load_config
 from .dataset import SBIDataset, build_dataset, collate_pairs, video_dir
+from .logs import cli
 from .regions import disk_mb, make_regions
 from .synthetic import generate_dataset, parse_size
-from .logs import cli
 
 STAGES = ("decode", "crops", "blend", "augment", "resize", "collate")
 
