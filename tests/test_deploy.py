@@ -108,7 +108,8 @@ def test_cli_writes_int8_checked_on_real_crops(demo, tmp_path, capsys):
     export.main(["--weights", str(demo / "student.pth"), "--format", "onnx-int8", "--out", str(out),
                  "--config", str(demo / "config.json")])
     printed = capsys.readouterr().out
-    assert f"(onnx-int8, 48 px, opset {export.OPSET}, dynamic batch)" in printed and "on real val crops" in printed
+    assert f"(onnx-int8, 48 px, opset {export.OPSET}, dynamic batch; training faces: retinaface)" in printed
+    assert "on real val crops" in printed
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(out).graph.node}
     logits = OrtClassifier(out)(torch.rand(3, 3, 48, 48))  # crops at 48 px: the resize to 40 is in the file
     assert logits.shape == (3, 2) and torch.isfinite(logits).all()
@@ -157,3 +158,27 @@ def test_export_takes_the_checkpoints_own_config_and_never_a_silent_demo_one(dem
     with pytest.raises(SystemExit):
         export.main(["--weights", str(tmp_path / "plain.pth"), "--format", "onnx-int8"])
     assert "carries no training config: pass --config" in capsys.readouterr().err
+
+
+def test_both_exported_files_carry_the_checkpoints_faces_record_and_a_model_card(demo, tmp_path, capsys):
+    """A dlib-trained student: the fp32 and int8 files record its faces and weights, and each card names dlib."""
+    data_root = json.loads((demo / "config.json").read_text())["data_root"]
+    faces = {"detector": "dlib", "landmarks": "shape_predictor_68_face_landmarks.dat", "landmark_points": 68}
+    weights = tmp_path / "BEST.pth"
+    torch.save({"model": create_classifier(TEACHER).state_dict(), "arch": TEACHER, "epoch": 3, "val_auc": 0.8125,
+                "config": {"image_size": 48, "student_image_size": 40, "data_root": data_root, "faces": faces,
+                           "teacher_weights": "weights/FFc23.tar"}}, weights)
+    for fmt in export.FORMATS:
+        export.main(["--weights", str(weights), "--format", fmt])
+    printed = capsys.readouterr().out
+    for name in ("BEST.onnx", "BEST_int8.onnx"):
+        recorded = ort_session(tmp_path / name).get_modelmeta().custom_metadata_map
+        assert json.loads(recorded[export.FACES_KEY]) == faces
+        assert recorded[export.WEIGHTS_KEY] == export.file_sha256(weights)
+        card = (tmp_path / name).with_suffix(".md").read_text()
+        assert card.startswith(f"# {name}\n") and "faces found by **dlib**" in card and "0.8125 at epoch 3" in card
+        assert f"`{TEACHER}` (timm)" in card and "48 px face crop" in card and "resized inside the file to 40" in card
+        assert "`weights/FFc23.tar`" in card and "--runtime onnx" in card and "## Terms" in card
+        assert f"and its model card {tmp_path / name[:-5]}.md" in printed
+    assert "int8 AUC drop" in (tmp_path / "BEST_int8.md").read_text()
+    assert "int8 AUC drop" not in (tmp_path / "BEST.md").read_text()
