@@ -283,6 +283,16 @@ def export(model: nn.Module, size: int, out: str | Path, fmt: str = "onnx", cfg:
     return result
 
 
+def data_config(weights: Path, ckpt: dict, crop: int, config: str | None) -> Config | None:
+    """The config whose data feeds checks of `weights` at `crop` px: `config`, else the checkpoint's own training
+    config, else None (FFc23.tar and plain state dicts carry none)."""
+    if config:
+        return load_config(config, [f"image_size={crop}"])
+    own = ckpt.get("config")
+    return build_config({**own, "image_size": crop}, source=f"{weights} (its training config)") if isinstance(
+        own, dict) else None
+
+
 def exported_path(weights: str | Path, fmt: str) -> Path:
     """Where src.export writes `weights`' file by default: beside them, BEST.onnx or BEST_int8.onnx."""
     weights = Path(weights)
@@ -395,16 +405,10 @@ def main(argv: list[str] | None = None) -> None:
         model, crop, faces = load_detector_model(a.weights)
         weights = resolve_path(a.weights, "weights")
         ckpt = torch_load(weights)
-        own = ckpt.get("config") if not a.config else None
-        if a.config:
-            cfg = load_config(a.config, [f"image_size={crop}"])
-        elif isinstance(own, dict):
-            cfg = build_config({**own, "image_size": crop}, source=f"{weights} (its training config)")
-        elif a.format == "onnx-int8":
+        cfg = data_config(weights, ckpt, crop, a.config)
+        if cfg is None and a.format == "onnx-int8":
             raise ValueError(f"{weights} carries no training config: pass --config, whose data root gives the int8 "
                              f"calibration crops (e.g. configs/config_SBI.json for FF++)")
-        else:
-            cfg = None
         out = Path(a.out or exported_path(weights, a.format))
         metadata = {FACES_KEY: json.dumps(faces), WEIGHTS_KEY: file_sha256(weights)}
         result = export(model, crop, out, a.format, cfg, metadata)
@@ -421,6 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {result['path']} ({a.format}, {crop} px, opset {OPSET}, dynamic batch; training faces: "
           f"{faces.get('detector')}) and its model card {card}")
     print(f"max |fake probability difference| to PyTorch: {result['random']:.2e} on random inputs, {real} ({source})")
+
 
 if __name__ == "__main__":
     cli(main)
