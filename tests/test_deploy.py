@@ -12,6 +12,7 @@ from torch import nn
 
 from src import benchmark, deploy, export
 from src.deploy import ort_session
+from src.faces import REFERENCE_FACES
 from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
 from src.models import count_params, create_classifier
 
@@ -110,6 +111,8 @@ def test_cli_writes_int8_checked_on_real_crops(demo, tmp_path, capsys):
     assert f"(onnx-int8, 48 px, opset {export.OPSET}, dynamic batch; training faces: retinaface)" in printed
     assert "on real val crops" in printed
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(out).graph.node}
+    recorded = ort_session(out).get_modelmeta().custom_metadata_map[export.FACES_KEY]  # no faces in its config:
+    assert json.loads(recorded) == REFERENCE_FACES  # the SBI reference's, as src.evaluate reads the checkpoint
     logits = OrtClassifier(out)(torch.rand(3, 3, 48, 48))  # crops at 48 px: the resize to 40 is in the file
     assert logits.shape == (3, 2) and torch.isfinite(logits).all()
 
