@@ -12,8 +12,8 @@ from torch import nn
 
 from src import benchmark, deploy, export
 from src.deploy import ort_session
-from src.faces import REFERENCE_FACES
 from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
+from src.faces import REFERENCE_FACES
 from src.models import count_params, create_classifier
 
 STUDENT, TEACHER = "mobilevitv2_050", "test_efficientnet"  # tiny: a MobileViTv2 and an EfficientNet with SE blocks
