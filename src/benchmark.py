@@ -207,7 +207,7 @@ def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
         export = f"python -m src.export --weights {m.weights} --format {p}"
         if not file.is_file():
             raise FileNotFoundError(f"no {file.name} beside {m.weights} for the {p} path: write it with `{export}` "
-                                    f"(add --config C for FFc23.tar), or leave the path out of --paths")
+                                    f"(FFc23.tar's int8 needs --config C too), or leave the path out of --paths")
         if onnx_metadata(file).get(WEIGHTS_KEY) != sha:
             raise ValueError(f"{file} was not exported from {m.weights} (it does not record that file's sha256): "
                              f"export it again with `{export}`")
