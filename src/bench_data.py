@@ -6,7 +6,7 @@
 The SBI pipeline is CPU-bound and is what starves a GPU in this field. The figures are printed for the
 configured mask type and for the single convex-hull mask (the public reference's default), to compare like with like,
 and for both data layouts, full frames and face regions (src.regions), when the regions exist (--synthetic makes
-them), with the disk space of each.
+them), with the disk space of each. The generated data lives in a temporary folder, removed at the end.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from collections import defaultdict
 import torch
 from torch.utils.data import DataLoader
 
-from .config import load_config
+from .config import Config, load_config
 from .dataset import SBIDataset, build_dataset, collate_pairs, video_dir
+from .logs import cli
 from .regions import disk_mb, make_regions
 from .synthetic import generate_dataset, parse_size
-from .logs import cli
 
 STAGES = ("decode", "crops", "blend", "augment", "resize", "collate")
 
@@ -69,14 +69,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
     torch.set_num_threads(1)
-    if args.synthetic:
-        cfg.data_root = tempfile.mkdtemp(prefix="bench_data_")
-        generate_dataset(cfg.data_root, videos=8, frames=16, frame_size=args.synthetic, face_size=args.face_size,
+    if not args.synthetic:
+        report(cfg, args)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as root:  # removed on the way out, error or Ctrl-C too
+        cfg.data_root = root
+        generate_dataset(root, videos=8, frames=16, frame_size=args.synthetic, face_size=args.face_size,
                          compression=cfg.compression)
-        make_regions(cfg.data_root, cfg.compression)
+        make_regions(root, cfg.compression)
+        report(cfg, args)
+
+
+def report(cfg: Config, args: argparse.Namespace) -> None:
+    """Print the pairs/s table of cfg's data for each mask type and layout, and each layout's disk space."""
     base, batch = video_dir(cfg.data_root, cfg.compression), cfg.batch_size // 2
     layouts = [layout for layout in ("frames", "regions") if (base / layout).is_dir()]
-    print(f"SBI pairs/s, {args.split} split, image_size {cfg.image_size}, batch {batch} pairs, data {cfg.data_root}")
+    print(f"SBI pairs/s, {args.split} split, image_size {cfg.image_size}, batch {batch} pairs, data {cfg.data_root}"
+          + (" (generated, removed at the end)" if args.synthetic else ""))
     print(f"{'layout':<9}{'mask type':<12}{'1 process':>10}{f'{args.workers} workers':>12}  "
           + "".join(f"{s:>9}" for s in STAGES))
     for mask_type in dict.fromkeys((cfg.mask_type, "hull")):
@@ -89,7 +98,6 @@ def main(argv: list[str] | None = None) -> None:
                   + "".join(f"{profile[s] * 1e3:>7.1f}ms" for s in STAGES))
     print("stage columns: milliseconds per pair in one process; disk: "
           + ", ".join(f"{layout} {disk_mb(base / layout):.0f} MB" for layout in layouts))
-
 
 if __name__ == "__main__":
     cli(main)

@@ -1,27 +1,30 @@
-"""Teacher vs student speed and memory, measured side by side in one run: the design's results table.
+"""Teacher vs student speed and memory, measured side by side in one run, on the files a user ships.
 
-    python -m src.benchmark [--teacher W] [--student W] [--student-input N] [--device cpu|cuda] [--out DIR] [--bf16]
-                            [--threads N]
+    python -m src.export --weights W --format onnx-int8 [--config C]     # first, for each model: W_int8.onnx beside W
+    python -m src.benchmark --teacher W --student W [--paths eager,onnx,onnx-int8] [--config C] [--device cpu|cuda]
+    python -m src.benchmark [--student-arch A --student-size N ...]      # random weights: architectures before training
 
-Teacher tf_efficientnet_b4 at 380 px and student mobilevitv2_200 at 256 px (--*-arch, --*-size), with random
-weights unless W is given (speed does not depend on the weights; a file brings its own architecture and sizes).
-The student is measured as shipped (src.export's file), on every path: it takes the face crop (--teacher-size with
-random weights, else the --student file's crop) and resizes it to its own size with antialiasing inside the network
-(input `380→256 px`); --student-input N feeds N px instead (the student's own size: the bare network). For each
-model and execution path: parameters, input size, latency at batch 1 (median and p90 of --runs runs after warm-up),
-throughput at batch 32, and peak memory at inference (batch 1) and for one training step (eager only: forward,
-backward and SGD step at --train-batch). Paths:
+With weights W, each path runs exactly the file a user ships: eager PyTorch runs W, and the ONNX Runtime paths run
+the files src.export wrote beside it (W.onnx, W_int8.onnx), which must record W's sha256 (else: export again). The
+student takes the face crop its file takes (e.g. 380 px) and resizes it to its own size inside (input `380→256 px`).
+Without W, a role has random weights of --*-arch at --*-size (speed does not depend on the weights): the benchmark
+exports it into a temporary folder, int8 calibrated on random crops, to compare architectures before training any;
+those rows say "random weights". --student-input N feeds a random-weight student N px instead of the teacher's crop
+(its own size: the bare network). For each model and path: parameters, input size, latency at batch 1 (median and
+p90 of --runs runs after warm-up), throughput at batch 32, and peak memory at inference (batch 1) and for one training
+step (eager only: forward, backward and SGD step at --train-batch). Paths:
 
     eager      PyTorch, float32 (bf16 autocast with --bf16)
-    onnx       the float32 ONNX export (src.export) in ONNX Runtime, all graph optimisations
-    onnx-int8  the deployed path: that export statically quantised to int8 (src.deploy), in ONNX Runtime
+    onnx       the float32 ONNX file (src.export --format onnx) in ONNX Runtime, all graph optimisations
+    onnx-int8  the deployed file (src.export --format onnx-int8), in ONNX Runtime
 
 Teacher and student take turns run by run, so both see the same machine load; the student/teacher ratio of each
 figure is printed per path. Peak memory: each model and path in a fresh process; on the CPU the rise of the peak
 resident memory over the process after its imports (ONNX Runtime paths import no PyTorch), on CUDA
-torch.cuda.max_memory_allocated. int8 changes the numerics, so the benchmark also computes the val AUC of the
---check checkpoints (the demo's teacher and distilled student) in float32 eager and int8 on --check-config's val
-set: |difference| <= 0.005 passes. Writes benchmark.md and benchmark.json ("rows", "ratios") to --out.
+torch.cuda.max_memory_allocated. int8 changes the numerics, so for each role with weights the benchmark also
+computes the val AUC of W in float32 eager and of its ONNX files on the val split of --config (default: W's own
+training config; FFc23.tar carries none): |int8 - eager| <= 0.005 passes (--no-auc-check skips it). Writes
+benchmark.md and benchmark.json ("rows", "ratios", "auc_check") to --out.
 
 PyTorch is imported inside functions: the memory probes of the ONNX Runtime paths run without it.
 """
@@ -66,17 +69,11 @@ class Model:
     weights: str | None = None
 
 
-def network(model: nn.Module) -> nn.Module:
-    """The classifier itself: a student from src.evaluate without its crop resize (`StudentInput`)."""
-    from .evaluate import StudentInput  # noqa: PLC0415 (cv2 and dlib only with weights)
-
-    return model.model if isinstance(model, StudentInput) else model
-
-
 def build(m: Model, net: nn.Module | None = None) -> nn.Module:
     """The eval-mode network of `m` (`net`, else loaded on the CPU) fed as src.export's file is: crops at m.crop px,
     resized to m.size inside (`StudentInput`) when they differ."""
     from .evaluate import StudentInput, load_detector_model  # noqa: PLC0415
+    from .export import network  # noqa: PLC0415
     from .models import create_classifier  # noqa: PLC0415
 
     if net is None:
@@ -86,17 +83,18 @@ def build(m: Model, net: nn.Module | None = None) -> nn.Module:
 
 def resolve(role: str, arch: str, size: int, weights: str | None, crop: int | None = None) -> tuple[Model, nn.Module]:
     """(`Model`, its network from `build`) of a role: from the weights file when given (its own architecture, size and
-    crop), fed at `crop` px (None: the file's crop, or `size`)."""
+    crop), else random weights of `arch` at `size` fed at `crop` px (None: `size`)."""
     if weights is None:
         m = Model(role, arch, size, crop or size)
         return m, build(m)
     from .config import resolve_path  # noqa: PLC0415
     from .evaluate import load_detector_model  # noqa: PLC0415
+    from .export import network  # noqa: PLC0415
 
     file = str(resolve_path(weights, f"{role} weights"))
     model, own, _ = load_detector_model(file)
     net = network(model)
-    m = Model(role, net.pretrained_cfg["architecture"], own if net is model else model.size, crop or own, file)
+    m = Model(role, net.pretrained_cfg["architecture"], own if net is model else model.size, own, file)
     return m, build(m, net)
 
 
@@ -184,60 +182,72 @@ def ort_runner(session, size: int, batch: int) -> Callable[[], object]:
     return lambda: session.run(None, {"x": x})
 
 
-def export_paths(nets: dict[str, nn.Module], models: dict[str, Model], folder: Path) -> dict[str, dict[str, str]]:
-    """{path: {role: ONNX file}} of the ONNX Runtime paths, fed crops; int8 calibrated on random ones (same speed)."""
+def random_weight_files(net: nn.Module, m: Model, paths: list[str], folder: Path) -> dict[str, str]:
+    """{path: ONNX file} of a random-weight role: exported into `folder`, int8 calibrated on random crops."""
     from .export import export_onnx  # noqa: PLC0415
 
-    files: dict[str, dict[str, str]] = {"onnx": {}, "onnx-int8": {}}
-    for role, net in nets.items():
-        crop = models[role].crop
-        fp32 = export_onnx(net, crop, folder / f"{role}.onnx")
-        batches = (np.random.rand(2, 3, crop, crop).astype(np.float32) for _ in range(4))
-        files["onnx"][role] = str(fp32)
-        files["onnx-int8"][role] = str(quantize_int8(fp32, folder / f"{role}_int8.onnx", batches))
+    fp32 = export_onnx(net, m.crop, folder / f"{m.role}.onnx")
+    files = {"onnx": str(fp32)}
+    if DEPLOYED in paths:
+        batches = (np.random.rand(2, 3, m.crop, m.crop).astype(np.float32) for _ in range(4))
+        files[DEPLOYED] = str(quantize_int8(fp32, folder / f"{m.role}_int8.onnx", batches))
+    return {p: f for p, f in files.items() if p in paths}
+
+
+def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
+    """{path: ONNX file} of a role with weights: the files src.export wrote beside them, checked to come from them."""
+    from .export import WEIGHTS_KEY, exported_path, file_sha256, onnx_metadata  # noqa: PLC0415
+
+    files, sha = {}, file_sha256(m.weights)
+    for p in paths:
+        if p == "eager":
+            continue
+        file = exported_path(m.weights, p)
+        export = f"python -m src.export --weights {m.weights} --format {p}"
+        if not file.is_file():
+            raise FileNotFoundError(f"no {file.name} beside {m.weights} for the {p} path: write it with `{export}` "
+                                    f"(FFc23.tar's int8 needs --config C too), or leave the path out of --paths")
+        if onnx_metadata(file).get(WEIGHTS_KEY) != sha:
+            raise ValueError(f"{file} was not exported from {m.weights} (it does not record that file's sha256): "
+                             f"export it again with `{export}`")
+        files[p] = str(file)
     return files
 
 
-def auc_check(weights: list[str], config: str, threads: int) -> list[dict]:
-    """Val AUC of each checkpoint in float32 eager, float32 ONNX and the deployed int8 on the config's val set."""
+def auc_check(m: Model, files: dict[str, str], config: str | None, threads: int) -> dict:
+    """Val AUC of the weights in float32 eager and of their ONNX `files` on the val split of `config` (default: the
+    checkpoint's own training config)."""
     import torch  # noqa: PLC0415
 
-    from .config import load_config, resolve_path  # noqa: PLC0415
     from .dataset import build_dataset  # noqa: PLC0415
     from .engine import evaluate, make_loader  # noqa: PLC0415
     from .evaluate import load_detector_model  # noqa: PLC0415
-    from .export import CALIBRATION_PAIRS, OrtClassifier, calibration_batches, export_onnx, real_crops  # noqa: PLC0415
+    from .export import OrtClassifier, data_config, network  # noqa: PLC0415
+    from .models import torch_load  # noqa: PLC0415
 
-    out = []
-    for pattern in weights:
-        try:
-            file = resolve_path(pattern, "check weights")
-        except FileNotFoundError:
-            out.append(dict(weights=pattern, skipped="no file matches (python -m src.demo makes the demo's)"))
-            continue
-        model, crop, _ = load_detector_model(file)
-        cfg = load_config(config, [f"image_size={crop}", "num_workers=0"])
-        calibration = real_crops(cfg, "train", CALIBRATION_PAIRS, crop)
-        if calibration is None:
-            out.append(dict(weights=str(file), skipped=f"data root {cfg.data_root} does not exist"))
-            continue
-        val = make_loader(build_dataset(cfg, "val"), cfg)
-        with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-            fp32 = export_onnx(model, crop, Path(tmp) / "fp32.onnx")
-            int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx", calibration_batches(calibration))
-            runs = (("eager", model), ("onnx", OrtClassifier(fp32, threads)), (DEPLOYED, OrtClassifier(int8, threads)))
-            aucs = {name: evaluate(m, val, crop)["val_auc"] for name, m in runs}
-        diff = abs(aucs[DEPLOYED] - aucs["eager"])
-        out.append(dict(weights=str(file), arch=network(model).pretrained_cfg["architecture"],
-                        images=2 * len(val.dataset), auc=aucs, diff=diff, ok=diff <= AUC_TOLERANCE))
-    return out
+    row = dict(model=m.role, weights=m.weights, files={p: Path(f).name for p, f in files.items()})
+    model, crop, _ = load_detector_model(m.weights)
+    cfg = data_config(Path(m.weights), torch_load(m.weights), crop, config)
+    if cfg is None:
+        return dict(row, skipped="it carries no training config: pass --config")
+    cfg.num_workers = 0
+    if not Path(cfg.data_root).exists():
+        return dict(row, skipped=f"data root {cfg.data_root} does not exist")
+    val = make_loader(build_dataset(cfg, "val"), cfg)
+    with torch.no_grad():
+        runs = [("eager", model), *((p, OrtClassifier(f, threads)) for p, f in files.items())]
+        aucs = {name: evaluate(net, val, crop)["val_auc"] for name, net in runs}
+    diff = abs(aucs[DEPLOYED] - aucs["eager"])
+    return dict(row, arch=network(model).pretrained_cfg["architecture"], data_root=cfg.data_root,
+                images=2 * len(val.dataset), auc=aucs, diff=diff, ok=diff <= AUC_TOLERANCE)
 
 
 def timings(nets: dict[str, nn.Module], models: dict[str, Model], paths: list[str], files: dict[str, dict[str, str]],
             args: argparse.Namespace) -> dict[tuple[str, str], dict]:
-    """{(path, role): latency at batch 1 (median, p90) and throughput at batch N}, teacher and student taking turns."""
-    sessions = {(p, role): ort_session(file, args.threads) for p, by_role in files.items()
-                for role, file in by_role.items()}
+    """{(path, role): latency at batch 1 (median, p90) and throughput at batch N}, teacher and student taking turns
+    (`files`: {role: {path: ONNX file}})."""
+    sessions = {(p, role): ort_session(file, args.threads) for role, by_path in files.items()
+                for p, file in by_path.items()}
 
     def runner(p: str, role: str, batch: int) -> Callable[[], object]:
         crop = models[role].crop
@@ -258,9 +268,10 @@ def timings(nets: dict[str, nn.Module], models: dict[str, Model], paths: list[st
     return out
 
 
-def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[str], args: argparse.Namespace
-            ) -> list[dict]:
-    """One row per path and model (`nets`: their networks as fed): params, input (fed, network), latency at batch 1,
+def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[str], shipped: dict[str, dict[str, str]],
+            args: argparse.Namespace) -> list[dict]:
+    """One row per path and model (`nets`: their networks as fed; `shipped`: {role: {path: ONNX file}} of the roles
+    with weights, the others exported here): the file measured, params, input (fed, network), latency at batch 1,
     throughput at batch N, peak memory."""
     import torch  # noqa: PLC0415
 
@@ -269,18 +280,24 @@ def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[st
     torch.set_num_threads(args.threads)
     params = {role: count_params(net) for role, net in nets.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        onnx = paths != ["eager"]
-        files = {p: f for p, f in export_paths(nets, models, Path(tmp)).items() if p in paths} if onnx else {}
+        files = {role: shipped[role] if role in shipped else random_weight_files(nets[role], m, paths, Path(tmp))
+                 for role, m in models.items()} if paths != ["eager"] else {role: {} for role in models}
         times = timings({r: n.to(args.device) for r, n in nets.items()}, models, paths, files, args)
         keys = [(p, role) for p in paths for role in models]
-        tasks = [(models[role], p, files.get(p, {}).get(role), args.device, args.bf16, args.train_batch, args.threads)
+        tasks = [(models[role], p, files[role].get(p), args.device, args.bf16, args.train_batch, args.threads)
                  for p, role in keys]
         print(f"peak memory: {len(tasks)} fresh processes", flush=True)
         with multiprocessing.get_context("spawn").Pool(2, maxtasksperchild=1) as pool:  # a fresh process per task
             memory = pool.starmap(peak_memory, tasks, chunksize=1)
     label = {p: p + ("-bf16" if p == "eager" and args.bf16 else "") for p in paths}
-    return [dict(model=role, path=label[p], arch=models[role].arch, params=params[role], input=models[role].crop,
-                 network_input=models[role].size, **times[p, role], peak_memory_mb=inference, train_memory_mb=train)
+
+    def measured(p: str, role: str) -> str:
+        return "random weights" if models[role].weights is None else Path(
+            models[role].weights if p == "eager" else files[role][p]).name
+
+    return [dict(model=role, path=label[p], file=measured(p, role), arch=models[role].arch, params=params[role],
+                 input=models[role].crop, network_input=models[role].size, **times[p, role],
+                 peak_memory_mb=inference, train_memory_mb=train)
             for (p, role), (inference, train) in zip(keys, memory)]
 
 
@@ -313,16 +330,19 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(rows: list[dict], ratio: dict, checks: list[dict], args: argparse.Namespace) -> str:
     """The results table with the ratios, the target and the int8 AUC check, as markdown."""
-    lines = table(["model", "path", "arch", "params", "input", "bs1 median", "bs1 p90", f"bs{args.batch} img/s",
-                   "peak MB inference bs1", f"peak MB train step bs{args.train_batch}"],
-                  [[r["model"], r["path"], r["arch"], f"{r['params'] / 1e6:.1f}M", _px(r),
+    lines = table(["model", "path", "file", "arch", "params", "input", "bs1 median", "bs1 p90",
+                   f"bs{args.batch} img/s", "peak MB inference bs1", f"peak MB train step bs{args.train_batch}"],
+                  [[r["model"], r["path"], r["file"], r["arch"], f"{r['params'] / 1e6:.1f}M", _px(r),
                     f"{r['latency_bs1_ms']:.1f} ms", f"{r['latency_bs1_p90_ms']:.1f} ms", f"{r['throughput']:.1f}",
                     _mb(r["peak_memory_mb"]), _mb(r["train_memory_mb"])] for r in rows]
-                  + [["ratio", p, "student / teacher", "", "", f"{q['latency_bs1']:.2f}x", "",
+                  + [["ratio", p, "", "student / teacher", "", "", f"{q['latency_bs1']:.2f}x", "",
                       f"{q['throughput_bs32']:.2f}x", f"{q['peak_memory']:.2f}x", ""] for p, q in ratio.items()])
     lines += ["", f"{args.device}, {args.threads} threads. Latency: {args.runs} runs after {args.warmup} warm-up, "
               "teacher and student taking turns. Peak memory: each in a fresh process; on the CPU the rise of peak "
               "resident memory over the process after its imports. Train step: forward, backward, SGD step."]
+    if any(r["file"] == "random weights" for r in rows):
+        lines.append("random weights: no file given, so the ONNX paths ran files exported here (int8 calibrated on "
+                     "random crops): the architecture's speed, not a shipped file's")
     if DEPLOYED in ratio:
         q = ratio[DEPLOYED]
         lines.append(f"target ({DEPLOYED}, batch 1): student/teacher latency {q['latency_bs1']:.2f}x "
@@ -330,28 +350,32 @@ def markdown(rows: list[dict], ratio: dict, checks: list[dict], args: argparse.N
                      f"throughput at batch {args.batch} {q['throughput_bs32']:.2f}x the teacher's "
                      f"(student ahead: {'yes' if q['throughput_bs32'] > 1 else 'NO'})")
     if checks:
-        lines += ["", f"int8 numerics: val AUC on the val set of {args.check_config}, "
-                  f"|{DEPLOYED} - eager| <= {AUC_TOLERANCE} passes", ""]
-        lines += table(["checkpoint", "arch", "images", "eager fp32", "onnx fp32", DEPLOYED, "abs diff", "ok"],
-                       [[c["weights"], f"skipped: {c['skipped']}", "", "", "", "", "", ""] if "skipped" in c else
-                        [c["weights"], c["arch"], str(c["images"]), *(f"{c['auc'][k]:.4f}" for k in
-                         ("eager", "onnx", DEPLOYED)), f"{c['diff']:.4f}", "yes" if c["ok"] else "NO"] for c in checks])
+        lines += ["", f"int8 numerics: val AUC of the weights (eager fp32) and of their files, on the val split of "
+                  f"each one's data root; |{DEPLOYED} - eager| <= {AUC_TOLERANCE} passes", ""]
+        lines += table(["model", "weights", "files", "data root", "images", "eager fp32", "onnx fp32", DEPLOYED,
+                        "abs diff", "ok"],
+                       [[c["model"], c["weights"], ", ".join(c["files"].values()),
+                         *([f"skipped: {c['skipped']}", *[""] * 6] if "skipped" in c else
+                           [c["data_root"], str(c["images"]),
+                            *(f"{c['auc'][k]:.4f}" if k in c["auc"] else "-" for k in ("eager", "onnx", DEPLOYED)),
+                            f"{c['diff']:.4f}", "yes" if c["ok"] else "NO"])] for c in checks])
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     import torch  # noqa: PLC0415
 
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", help="teacher weights (FFc23.tar, timm state dict or our checkpoint); default random")
-    ap.add_argument("--student", help="student weights (our checkpoint); default random")
-    ap.add_argument("--teacher-arch", default="tf_efficientnet_b4")
-    ap.add_argument("--student-arch", default="mobilevitv2_200")
-    ap.add_argument("--teacher-size", type=int, default=380)
-    ap.add_argument("--student-size", type=int, default=256)
-    ap.add_argument("--student-input", type=int, help="the student's fed input size, resized to its own inside "
-                    "(default: the crop, as shipped: --teacher-size, or the --student file's; its own size: bare)")
+    ap.add_argument("--teacher", help="teacher weights (FFc23.tar, timm state dict or our checkpoint; glob ok), with "
+                                      "the ONNX files src.export wrote beside them; default: random weights")
+    ap.add_argument("--student", help="student weights (our checkpoint; glob ok), with the ONNX files src.export "
+                                      "wrote beside them; default: random weights")
+    ap.add_argument("--teacher-arch", default="tf_efficientnet_b4", help="random weights: the teacher's architecture")
+    ap.add_argument("--student-arch", default="mobilevitv2_200", help="random weights: the student's architecture")
+    ap.add_argument("--teacher-size", type=int, default=380, help="random weights: the teacher's input size")
+    ap.add_argument("--student-size", type=int, default=256, help="random weights: the student's own input size")
+    ap.add_argument("--student-input", type=int, help="random weights: the student's fed input size, resized to its "
+                    "own inside (default: --teacher-size, the crop, as shipped; its own size: the bare network)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bf16", action="store_true", help="eager path under bf16 autocast")
     ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)} "
@@ -362,38 +386,43 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=32, help="batch size of the throughput figure")
     ap.add_argument("--batch-runs", type=int, default=3, help="timed runs at that batch")
     ap.add_argument("--train-batch", type=int, default=8, help="batch of the training-step memory figure")
-    ap.add_argument("--check", nargs="*", default=["output/demo_teacher_*/weights/BEST.pth",
-                                                   "output/demo_distill_*/weights/BEST.pth"],
-                    help="checkpoints for the int8 AUC check (none: skip it)")
-    ap.add_argument("--check-config", default="configs/config_demo.json", help="its val set is the AUC check's")
+    ap.add_argument("--config", help="its val split is the int8 AUC check's for both models (default: each "
+                                     "checkpoint's own training config; FFc23.tar carries none)")
+    ap.add_argument("--no-auc-check", action="store_true", help="skip the int8 AUC check")
     ap.add_argument("--out", help="output folder (default output/benchmark_<time>)")
     args = ap.parse_args(argv)
     setup_logging()
     paths = [p.strip() for p in args.paths.split(",")]
     if unknown := set(paths) - set(PATHS):
         ap.error(f"unknown path(s) {sorted(unknown)}; choose from {', '.join(PATHS)}")
+    if args.student and args.student_input:
+        ap.error("--student-input feeds a random-weight student; a --student file's ONNX files take its own crop")
     if args.device == "cuda" and (dropped := [p for p in paths if p != "eager"]):
         paths = ["eager"] if "eager" in paths else []  # this project's onnxruntime is the CPU package
         logging.getLogger(__name__).warning(
             "--device cuda measures the eager path only: %s and the int8 AUC check are skipped (ONNX Runtime runs on "
             "the CPU here); --device cpu measures them", ", ".join(dropped))
-    crop = args.student_input or (None if args.student else args.teacher_size)
-    resolved = {role: resolve(role, arch, size, w, c) for role, arch, size, w, c in (
-        ("teacher", args.teacher_arch, args.teacher_size, args.teacher, None),
-        ("student", args.student_arch, args.student_size, args.student, crop))}
-    models = {role: m for role, (m, _) in resolved.items()}
+    try:
+        resolved = {role: resolve(role, arch, size, w, c) for role, arch, size, w, c in (
+            ("teacher", args.teacher_arch, args.teacher_size, args.teacher, None),
+            ("student", args.student_arch, args.student_size, args.student,
+             None if args.student else args.student_input or args.teacher_size))}
+        models = {role: m for role, (m, _) in resolved.items()}
+        shipped = {role: shipped_files(m, paths) for role, m in models.items() if m.weights is not None}
+    except (FileNotFoundError, ValueError) as e:
+        ap.exit(2, f"error: {e}\n")
     out = Path(args.out or f"output/benchmark_{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
-    rows = measure(models, {role: net for role, (_, net) in resolved.items()}, paths, args)
+    rows = measure(models, {role: net for role, (_, net) in resolved.items()}, paths, shipped, args)
     ratio = ratios(rows)
-    checks = auc_check(args.check, args.check_config, args.threads) if DEPLOYED in paths else []
+    checks = [] if args.no_auc_check or DEPLOYED not in paths else [
+        auc_check(models[role], files, args.config, args.threads) for role, files in shipped.items()]
     text = markdown(rows, ratio, checks, args)
     (out / "benchmark.md").write_text(text)
     settings = {k: v for k, v in vars(args).items() if k not in ("teacher", "student", "out")}
     (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=ratio, auc_check=checks, settings=settings,
                                                         models={r: asdict(m) for r, m in models.items()}), indent=2))
     print(text + f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'}")
-
 
 if __name__ == "__main__":
     cli(main)

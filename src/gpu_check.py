@@ -231,7 +231,7 @@ def benchmark_row(mode: Mode, work: Path, bf16: bool) -> str:
     from . import benchmark  # noqa: PLC0415
 
     c, out = mode.cfg, work / f"benchmark_{'bf16' if bf16 else 'fp32'}"
-    argv = ["--device", "cuda" if mode.cuda else "cpu", "--paths", "eager", "--check", "--out", str(out),
+    argv = ["--device", "cuda" if mode.cuda else "cpu", "--paths", "eager", "--out", str(out),
             "--teacher-arch", c.teacher_arch, "--student-arch", c.model, "--teacher-size", str(c.image_size),
             "--student-size", str(c.student_size)]
     argv += ["--runs", "30"] if mode.cuda else ["--runs", "2", "--warmup", "1", "--batch", "2", "--batch-runs", "1",

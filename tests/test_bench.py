@@ -1,6 +1,9 @@
 """The benchmark commands run on tiny settings and print every figure (their numbers are not asserted)."""
 import json
+import tempfile
+from contextlib import nullcontext
 
+import pytest
 import torch
 
 from src import bench_data, bench_train
@@ -16,6 +19,19 @@ def test_bench_data_prints_both_mask_types_and_every_stage(tmp_path, capsys):
     assert "1 process" in out and "1 workers" in out and all(s in out for s in bench_data.STAGES)
     assert out.count("ms") >= 2 * len(bench_data.STAGES) and "dfl_full" in out and "hull" in out
 
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_bench_data_synthetic_removes_its_generated_data_even_on_ctrl_c(fails, tmp_path, monkeypatch):
+    config, temp = tmp_path / "config.json", tmp_path / "temp"
+    config.write_text(json.dumps({"image_size": 48, "batch_size": 4}))
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    if fails:
+        monkeypatch.setattr(bench_data, "one_process", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt) if fails else nullcontext():
+        bench_data.main([str(config), "--synthetic", "160x128", "--face-size", "60", "--pairs", "2", "--workers", "0"])
+    assert not any(temp.iterdir())
 
 def test_bench_train_prints_both_stages_and_the_ratio(tmp_path, capsys):
     config = tmp_path / "config.json"

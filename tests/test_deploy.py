@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from src import benchmark, export
+from src import benchmark, deploy, export
 from src.deploy import ort_session
-from src.evaluate import StudentInput
 from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
+from src.faces import REFERENCE_FACES
 from src.models import count_params, create_classifier
 
 STUDENT, TEACHER = "mobilevitv2_050", "test_efficientnet"  # tiny: a MobileViTv2 and an EfficientNet with SE blocks
@@ -108,42 +108,69 @@ def test_cli_writes_int8_checked_on_real_crops(demo, tmp_path, capsys):
     export.main(["--weights", str(demo / "student.pth"), "--format", "onnx-int8", "--out", str(out),
                  "--config", str(demo / "config.json")])
     printed = capsys.readouterr().out
-    assert f"(onnx-int8, 48 px, opset {export.OPSET}, dynamic batch)" in printed and "on real val crops" in printed
+    assert f"(onnx-int8, 48 px, opset {export.OPSET}, dynamic batch; training faces: retinaface)" in printed
+    assert "on real val crops" in printed
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(out).graph.node}
+    recorded = ort_session(out).get_modelmeta().custom_metadata_map[export.FACES_KEY]  # no faces in its config:
+    assert json.loads(recorded) == REFERENCE_FACES  # the SBI reference's, as src.evaluate reads the checkpoint
     logits = OrtClassifier(out)(torch.rand(3, 3, 48, 48))  # crops at 48 px: the resize to 40 is in the file
     assert logits.shape == (3, 2) and torch.isfinite(logits).all()
 
 
-def test_benchmark_prints_every_column_and_writes_rows_and_ratios(demo, tmp_path, capsys):
-    benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student-arch", TEACHER,
-                    "--student-size", "32", "--paths", "eager,onnx-int8", "--runs", "2", "--warmup", "1",
-                    "--batch", "4", "--batch-runs", "1", "--train-batch", "2", "--check", str(demo / "student.pth"),
-                    "--check-config", str(demo / "config.json"), "--out", str(tmp_path)])
+def test_benchmark_times_and_auc_checks_the_shipped_files_as_they_are(demo, tmp_path, capsys, monkeypatch):
+    data_root = json.loads((demo / "config.json").read_text())["data_root"]
+    weights = tmp_path / "BEST.pth"
+    torch.save({"model": create_classifier(TEACHER).state_dict(), "arch": TEACHER, "epoch": 1, "val_auc": 0.5,
+                "config": {"image_size": 48, "student_image_size": 40, "data_root": data_root}}, weights)
+    export.main(["--weights", str(weights), "--format", "onnx-int8"])
+    shipped = (tmp_path / "BEST_int8.onnx").read_bytes()
+    quantised = []
+    monkeypatch.setattr(benchmark, "quantize_int8", lambda src, dst, batches: quantised.append(Path(dst).name)
+                        or deploy.quantize_int8(src, dst, batches))
+    benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student", str(weights), "--paths",
+                    "eager,onnx-int8", "--runs", "2", "--warmup", "1", "--batch", "4", "--batch-runs", "1",
+                    "--train-batch", "2", "--out", str(tmp_path / "b")])
     printed = capsys.readouterr().out
+    assert quantised == ["teacher_int8.onnx"] and (tmp_path / "BEST_int8.onnx").read_bytes() == shipped
+    result = json.loads((tmp_path / "b" / "benchmark.json").read_text())
+    assert {(r["model"], r["path"], r["file"]) for r in result["rows"]} == {
+        ("teacher", "eager", "random weights"), ("teacher", "onnx-int8", "random weights"),
+        ("student", "eager", "BEST.pth"), ("student", "onnx-int8", "BEST_int8.onnx")}
     for column in ("params", "input", "bs1 median", "bs1 p90", "bs4 img/s", "peak MB inference bs1",
                    "peak MB train step bs2"):
         assert column in printed
-    assert "target (onnx-int8, batch 1): student/teacher latency" in printed and "int8 numerics: val AUC" in printed
-    result = json.loads((tmp_path / "benchmark.json").read_text())
-    assert {(r["model"], r["path"]) for r in result["rows"]} == {(m, p) for m in ("teacher", "student")
-                                                               for p in ("eager", "onnx-int8")}
     assert all(r["latency_bs1_ms"] > 0 and r["peak_memory_mb"] > 0 for r in result["rows"])
     assert all(r["train_memory_mb"] > 0 for r in result["rows"] if r["path"] == "eager")
-    assert set(result["ratios"]) == {"eager", "onnx-int8"}
-    assert all(set(q) == {"latency_bs1", "throughput_bs32", "peak_memory"} for q in result["ratios"].values())
-    check = result["auc_check"][0]
-    assert set(check["auc"]) == {"eager", "onnx", "onnx-int8"} and (tmp_path / "benchmark.md").read_text() in printed
-    # the student as shipped: fed the teacher's crop size, resized to its own inside; --student-input 40: bare network
-    assert {(r["input"], r["network_input"]) for r in result["rows"] if r["model"] == "student"} == {(48, 32)}
-    assert " 48→32 px " in printed and " 48 px " in printed
-    shipped, net = benchmark.resolve("student", TEACHER, 32, str(demo / "student.pth"))
-    assert (shipped.crop, shipped.size) == (48, 40) and isinstance(net, StudentInput)  # a file's own crop
-    benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student", str(demo / "student.pth"),
-                    "--student-input", "40", "--paths", "eager", "--runs", "1", "--warmup", "0", "--batch", "2",
-                    "--batch-runs", "1", "--train-batch", "2", "--out", str(tmp_path / "bare")])
+    assert set(result["ratios"]) == {"eager", "onnx-int8"} and "target (onnx-int8, batch 1)" in printed
+    assert {(r["input"], r["network_input"]) for r in result["rows"] if r["model"] == "student"} == {(48, 40)}
+    (check,) = result["auc_check"]  # the student's weights and its file, on its own training data's val split
+    assert check["files"] == {"onnx-int8": "BEST_int8.onnx"} and set(check["auc"]) == {"eager", "onnx-int8"}
+    assert check["data_root"] == data_root and (tmp_path / "b" / "benchmark.md").read_text() in printed
+
+    with pytest.raises(SystemExit):  # the onnx path's file was never written
+        benchmark.main(["--student", str(weights), "--paths", "onnx", "--out", str(tmp_path / "c")])
+    assert f"no BEST.onnx beside {weights}" in capsys.readouterr().err
+    torch.save({"model": create_classifier(TEACHER).state_dict(), "arch": TEACHER, "epoch": 2, "val_auc": 0.6,
+                "config": {"image_size": 48, "student_image_size": 40}}, weights)  # trained on: the file is stale
+    with pytest.raises(SystemExit):
+        benchmark.main(["--student", str(weights), "--paths", "onnx-int8", "--out", str(tmp_path / "c")])
+    assert "BEST_int8.onnx was not exported from" in capsys.readouterr().err
+
+
+def test_benchmark_of_random_weights_times_the_architecture_as_shipped_or_bare(tmp_path, capsys):
+    benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student-arch", TEACHER,
+                    "--student-size", "32", "--paths", "eager,onnx", "--runs", "1", "--warmup", "0", "--batch", "2",
+                    "--batch-runs", "1", "--train-batch", "2", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
+    assert {r["file"] for r in rows} == {"random weights"} and "the architecture's speed, not a shipped" in printed
+    assert {(r["input"], r["network_input"]) for r in rows if r["model"] == "student"} == {(48, 32)}
+    assert " 48→32 px " in printed and " 48 px " in printed  # the student fed the teacher's crop, as shipped
+    benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student-arch", TEACHER,
+                    "--student-size", "32", "--student-input", "32", "--paths", "eager", "--runs", "1", "--warmup",
+                    "0", "--batch", "2", "--batch-runs", "1", "--train-batch", "2", "--out", str(tmp_path / "bare")])
     rows = json.loads((tmp_path / "bare" / "benchmark.json").read_text())["rows"]
-    assert [(r["input"], r["network_input"]) for r in rows if r["model"] == "student"] == [(40, 40)]
-    assert " 40 px " in capsys.readouterr().out
+    assert [(r["input"], r["network_input"]) for r in rows if r["model"] == "student"] == [(32, 32)]
 
 
 def test_export_takes_the_checkpoints_own_config_and_never_a_silent_demo_one(demo, tmp_path, capsys):
@@ -157,3 +184,27 @@ def test_export_takes_the_checkpoints_own_config_and_never_a_silent_demo_one(dem
     with pytest.raises(SystemExit):
         export.main(["--weights", str(tmp_path / "plain.pth"), "--format", "onnx-int8"])
     assert "carries no training config: pass --config" in capsys.readouterr().err
+
+
+def test_both_exported_files_carry_the_checkpoints_faces_record_and_a_model_card(demo, tmp_path, capsys):
+    """A dlib-trained student: the fp32 and int8 files record its faces and weights, and each card names dlib."""
+    data_root = json.loads((demo / "config.json").read_text())["data_root"]
+    faces = {"detector": "dlib", "landmarks": "shape_predictor_68_face_landmarks.dat", "landmark_points": 68}
+    weights = tmp_path / "BEST.pth"
+    torch.save({"model": create_classifier(TEACHER).state_dict(), "arch": TEACHER, "epoch": 3, "val_auc": 0.8125,
+                "config": {"image_size": 48, "student_image_size": 40, "data_root": data_root, "faces": faces,
+                           "teacher_weights": "weights/FFc23.tar"}}, weights)
+    for fmt in export.FORMATS:
+        export.main(["--weights", str(weights), "--format", fmt])
+    printed = capsys.readouterr().out
+    for name in ("BEST.onnx", "BEST_int8.onnx"):
+        recorded = ort_session(tmp_path / name).get_modelmeta().custom_metadata_map
+        assert json.loads(recorded[export.FACES_KEY]) == faces
+        assert recorded[export.WEIGHTS_KEY] == export.file_sha256(weights)
+        card = (tmp_path / name).with_suffix(".md").read_text()
+        assert card.startswith(f"# {name}\n") and "faces found by **dlib**" in card and "0.8125 at epoch 3" in card
+        assert f"`{TEACHER}` (timm)" in card and "48 px face crop" in card and "resized inside the file to 40" in card
+        assert "`weights/FFc23.tar`" in card and "--runtime onnx" in card and "## Terms" in card
+        assert f"and its model card {tmp_path / name[:-5]}.md" in printed
+    assert "int8 AUC drop" in (tmp_path / "BEST_int8.md").read_text()
+    assert "int8 AUC drop" not in (tmp_path / "BEST.md").read_text()
