@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import csv
 import glob
+import inspect
 import json
 import logging
 import math
@@ -477,11 +478,13 @@ def sync_batchnorm(model: nn.Module, cfg: Config, d: Dist) -> nn.Module:
 
 def ddp(net: nn.Module, d: Dist) -> nn.Module:
     """`net` in DDP under several processes. broadcast_buffers=False: each process keeps its own BatchNorm running
-    statistics instead of taking rank 0's at every forward (a broadcast per step); `sync_buffers` hands rank 0's
+    statistics instead of taking rank 0's at every forward (a broadcast per step; they start equal); `sync_buffers` hands rank 0's
     to every process before validation."""
     if d.world == 1:
         return net
-    return DDP(net, device_ids=[d.device] if d.device.type == "cuda" else None, broadcast_buffers=False)
+    new = "forward_sync_buffers" in inspect.signature(DDP).parameters  # torch > 2.9 renamed broadcast_buffers
+    return DDP(net, device_ids=[d.device] if d.device.type == "cuda" else None,
+               **{"forward_sync_buffers" if new else "broadcast_buffers": False})
 
 
 def _who_signalled(signals: list[str | None]) -> str:
