@@ -121,25 +121,42 @@ def test_resume_gives_each_rank_its_own_sums():
     assert _resume_sums(a, Dist()) == a  # a last.pth of a single process
 
 
+def _recording(seen: list[int]):
+    """SBIDataset.__getitem__ noting each train frame it loads in `seen`."""
+    get = SBIDataset.__getitem__
+
+    def getitem(self, index):
+        if self.train:
+            seen.append(int(index))
+        return get(self, index)
+
+    return getitem
+
+
+def _signalling(sig: signal.Signals, step: int):
+    """engine.student_view sending `sig` to this process in the train step `step` (which still finishes)."""
+    from src import engine
+
+    calls, view = [], engine.student_view
+
+    def student_view(images, size):
+        calls.append(1)
+        if len(calls) == step:
+            os.kill(os.getpid(), sig)
+        return view(images, size)
+
+    return student_view
+
+
 def _train_recording(d: Dist, config: str, stop_at: int) -> list[int]:
     """Stage 1 in this process of 2, where rank 1 gets SIGTERM in its train step `stop_at`: the frames it trained."""
     import train_student_only
     from src import engine
 
-    seen, calls, view, get = [], [], engine.student_view, SBIDataset.__getitem__
-
-    def recording(self, index):
-        if self.train:
-            seen.append(int(index))
-        return get(self, index)
-
-    def stop_in_step(images, size):
-        calls.append(1)
-        if d.rank == 1 and len(calls) == stop_at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return view(images, size)
-
-    SBIDataset.__getitem__, engine.student_view = recording, stop_in_step
+    seen = []
+    SBIDataset.__getitem__ = _recording(seen)
+    if d.rank == 1:
+        engine.student_view = _signalling(signal.SIGTERM, stop_at)
     train_student_only.main([config, "-n", "two"])  # a saved stop returns: the command exits 0
     return seen
 
@@ -156,21 +173,9 @@ def test_resume_on_another_world_size_trains_every_sample_of_the_epoch_once(tmp_
     seen0, seen1 = run_ranks(_train_recording, 2, str(config), 1)
     run = next((tmp_path / "output").glob("two_*"))
     assert "stopped by SIGTERM (rank 1) in epoch 1 after 1 steps" in (run / "train.log").read_text()
-    seen, calls, view, get = seen0 + seen1, [], engine.student_view, SBIDataset.__getitem__
-
-    def recording(self, index):
-        if self.train:
-            seen.append(int(index))
-        return get(self, index)
-
-    def stop_in_step_one(images, size):
-        calls.append(1)
-        if len(calls) == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return view(images, size)
-
-    monkeypatch.setattr(SBIDataset, "__getitem__", recording)
-    monkeypatch.setattr(engine, "student_view", stop_in_step_one)
+    seen, view = seen0 + seen1, engine.student_view
+    monkeypatch.setattr(SBIDataset, "__getitem__", _recording(seen))
+    monkeypatch.setattr(engine, "student_view", _signalling(signal.SIGINT, 1))
     train_student_only.main([str(config), "-n", "one", "--resume", str(run)])  # 1 process: 1 step, then stopped
     assert checkpoint.load(run / "weights" / "last.pth")["step"] == 2
     monkeypatch.setattr(engine, "student_view", view)
