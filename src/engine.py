@@ -478,8 +478,8 @@ def sync_batchnorm(model: nn.Module, cfg: Config, d: Dist) -> nn.Module:
 
 def ddp(net: nn.Module, d: Dist) -> nn.Module:
     """`net` in DDP under several processes. broadcast_buffers=False: each process keeps its own BatchNorm running
-    statistics instead of taking rank 0's at every forward (a broadcast per step; they start equal); `sync_buffers` hands rank 0's
-    to every process before validation."""
+    statistics (equal at the start) instead of taking rank 0's at every forward, a broadcast per step;
+    `sync_buffers` hands rank 0's to every process before validation."""
     if d.world == 1:
         return net
     new = "forward_sync_buffers" in inspect.signature(DDP).parameters  # torch > 2.9 renamed broadcast_buffers
@@ -528,6 +528,8 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
     device = d.device
     speed_settings(cfg, device)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if cfg.sync_bn and d.world > 1 and device.type != "cuda":
+        raise ConfigError("sync_bn needs CUDA processes (SyncBatchNorm does not run on the CPU): set sync_bn to false")
     raw = sync_batchnorm(model.to(device, memory_format=memory), cfg, d)  # before the optimizer takes its parameters
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     cfg.faces = train_set.faces  # config.json and every checkpoint say which detector made the training data

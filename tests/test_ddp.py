@@ -258,7 +258,8 @@ def test_sigterm_to_torchrun_mid_epoch_saves_that_step_and_resume_continues(tmp_
     os.kill(job.pid, signal.SIGTERM)  # to torchrun alone: it forwards SIGTERM to each worker's process group
     err = job.communicate(timeout=120)[1]
     run = next((tmp_path / "output").glob("stopped_*"))
-    assert "last.pth is written" in err, err[-3000:]
+    assert "last.pth is written" in err and "stopped by SIGTERM (ranks 0, 1)" in err, err[-3000:]
+    assert "ChildFailedError" not in err, err[-3000:]  # every process exited 0 after the saved stop
     last = checkpoint.load(run / "weights" / "last.pth")
     assert last["epoch"] == 1 and last["step"] > 0, (last["epoch"], last["step"])  # mid-epoch 2, not its start
     assert [s["batches"] for s in last["sums"]] == [last["step"]] * 2  # both ranks' running sums
