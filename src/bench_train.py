@@ -16,6 +16,7 @@ same work per process, so the scaling efficiency shows the cost of DDP's synchro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ import resource
 import socket
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterator
 
 import torch
 
@@ -40,6 +42,7 @@ from .engine import (
 )
 from .logs import cli
 from .models import create_classifier, student_view
+from .sam import SAM, BNStats
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -76,24 +79,61 @@ class _Stamped:
             yield self.batch
 
 
-def _epoch_timed(run, batch: dict, steps: int, device: torch.device) -> tuple[float, float]:
-    """(seconds per steady step, seconds of the epoch's set-up and end) of `run(loader)`, one epoch of steps + 2."""
-    loader = _Stamped(batch, steps + 2, device)
+@contextlib.contextmanager
+def _clocked(methods: list[tuple[object, str]], spans: list, device: torch.device) -> Iterator[None]:
+    """Each (object or class, method name) notes (start, seconds) of its calls in `spans` while inside; on CUDA each
+    call is waited for, before and after."""
+
+    def clock(fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            spans.append((start, time.perf_counter() - start))
+            return out
+        return timed
+
+    own = [(obj, name, vars(obj).get(name)) for obj, name in methods]
+    for obj, name, _ in own:
+        setattr(obj, name, clock(getattr(obj, name)))
+    try:
+        yield
+    finally:
+        for obj, name, original in own:
+            if original is None:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, original)
+
+
+def _epoch_timed(run, batch: dict, steps: int, device: torch.device, optimizer: SAM | None = None
+                 ) -> tuple[float, float, float | None]:
+    """Seconds per steady step, seconds of the epoch's set-up and end, and (with `optimizer`) seconds per steady
+    step in SAM's own work, of `run(loader)` over one epoch of steps + 2 steps."""
+    loader, spans = _Stamped(batch, steps + 2, device), []
+    sam_work = [(optimizer, "first_step"), (optimizer, "clip_grad_norm_"), (optimizer, "second_step"),
+                (BNStats, "save"), (BNStats, "restore")] if optimizer is not None else []
     start = time.perf_counter()
-    run(loader)
+    with _clocked(sam_work, spans, device):
+        run(loader)
     if device.type == "cuda":
         torch.cuda.synchronize()
     total, t = time.perf_counter() - start, loader.times
     step = (t[-1] - t[1]) / steps  # steps 2 .. steps + 1: the first warms up, the last also ends the epoch
-    return step, total - step * (steps + 2)
+    own = sum(seconds for begin, seconds in spans if t[1] <= begin < t[-1]) / steps if optimizer is not None else None
+    return step, total - step * (steps + 2), own
 
 
 def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, port: int = 0,
-            threads: int | None = None, cpu: bool = False, foreach: bool = True) -> dict:
+            threads: int | None = None, cpu: bool = False, foreach: bool = True, sam_clock: bool = False) -> dict:
     """Seconds per training step (and its parts) of `stage`, in this process (rank `rank` of `world` over gloo).
 
     The step is the engine's, with the config's amp, channels_last, compile and sync_bn; `cpu` keeps it off CUDA;
-    foreach=False: SAM's and the base optimizer's work one parameter at a time."""
+    foreach=False: SAM's and the base optimizer's work one parameter at a time; sam_clock: also time SAM's own work
+    (out["sam"], seconds per step; on CUDA each of its calls is then waited for)."""
     if threads:
         torch.set_num_threads(threads)
     if world > 1:
@@ -117,9 +157,11 @@ def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, 
     images = torch.rand(n, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=memory)
     batch = {"images": images, "labels": torch.arange(n, device=device) % 2, "failures": []}
     tracker = BadSampleTracker(1.0)
-    step, setup = _epoch_timed(lambda loader: train_one_epoch(wrapped, loader, optimizer, cfg, 1, tracker, teacher, d),
-                               batch, steps, device)
-    out = {"step": step, "setup": setup, "peak_mb": _peak_memory_mb(device),
+    def epoch(loader: _Stamped) -> None:
+        train_one_epoch(wrapped, loader, optimizer, cfg, 1, tracker, teacher, d)
+
+    step, setup, sam = _epoch_timed(epoch, batch, steps, device, optimizer if sam_clock else None)
+    out = {"step": step, "setup": setup, "sam": sam, "peak_mb": _peak_memory_mb(device),
            "memory": "CUDA memory" if device.type == "cuda" else "RSS"}
     if d.world > 1:
         finish(d)
@@ -140,13 +182,13 @@ def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, 
 
 
 def in_fresh_processes(cfg: Config, stage: int, steps: int, world: int = 1, threads: int | None = None,
-                       cpu: bool = False, foreach: bool = True) -> dict:
+                       cpu: bool = False, foreach: bool = True, sam_clock: bool = False) -> dict:
     """`measure` in `world` new processes; the slowest rank's step time, the largest peak memory."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(measure, cfg, stage, steps, rank, world, port, threads, cpu, foreach)
+        jobs = [pool.submit(measure, cfg, stage, steps, rank, world, port, threads, cpu, foreach, sam_clock)
                 for rank in range(world)]
         results = [job.result() for job in jobs]
     return {**results[0], "step": max(r["step"] for r in results), "peak_mb": max(r["peak_mb"] for r in results)}
@@ -171,14 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{cfg.model} at {cfg.student_size} px (crops at {cfg.image_size} px), batch {b} images, {device}, "
           f"{args.steps} steps, amp {cfg.amp}, channels_last {cfg.channels_last}, compile {cfg.compile}")
-    r1 = in_fresh_processes(cfg, 1, args.steps)
+    r1 = in_fresh_processes(cfg, 1, args.steps, sam_clock=True)
     print(_line("stage 1", r1, b) + f" (student forward+backward {r1['student_fwd_bwd']:.3f} s, resize to "
           f"{cfg.student_size} px {r1['resize']:.3f} s; the epoch's set-up and end, once: {r1['setup']:.3f} s)")
-    loops = in_fresh_processes(cfg, 1, args.steps, foreach=False)
-    own = {name: r["step"] - 2 * r["student_fwd_bwd"] - r["resize"] for name, r in (("fused", r1), ("loops", loops))}
-    print(f"SAM's own work per step (the step less two student forward+backward passes and the resize): one "
-          f"parameter at a time {own['loops']:.3f} s ({own['loops'] / loops['step']:.1%} of its step), fused "
-          f"(the engine's) {own['fused']:.3f} s ({own['fused'] / r1['step']:.1%})")
+    loops = in_fresh_processes(cfg, 1, args.steps, foreach=False, sam_clock=True)
+    print(f"SAM's own work per steady step (perturb, clip, restore and base step, BatchNorm snapshots): one "
+          f"parameter at a time {loops['sam']:.3f} s of {loops['step']:.3f} s ({loops['sam'] / loops['step']:.1%}); "
+          f"fused, the engine's: {r1['sam']:.3f} s of {r1['step']:.3f} s ({r1['sam'] / r1['step']:.1%})")
     if args.stage == 2:
         r2 = in_fresh_processes(cfg, 2, args.steps)
         print(_line("stage 2", r2, b) + f" (student forward+backward {r2['student_fwd_bwd']:.3f} s, teacher "
