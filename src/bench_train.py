@@ -3,8 +3,8 @@
     python -m src.bench_train configs/config_SBI.json [--stage 1|2] [--batch 4] [--steps 5] [--nproc 2]
 
 Runs the engine's own step (two forward+backward passes) on random inputs with random weights, so only compute
-is measured: one epoch of 2 + steps steps, timed per step; the step time is the mean of the steady steps (not the
-first, not the last), apart from the epoch's set-up. Each measurement runs in a fresh process so that its peak
+is measured: one epoch of 2 + steps steps, timed per step; the step time is the median of the steady steps (not
+the first, not the last), apart from the epoch's set-up. Each measurement runs in a fresh process so that its peak
 memory is its own. Stage 1 also prints SAM's own work per step (the step less two student forward+backward passes
 and the resize to student_image_size), with the fused multi-tensor operations the engine uses and, for comparison,
 with the same operations one parameter at a time (SAM(foreach=False)). --stage 2 also
@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import resource
 import socket
+import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator
@@ -112,7 +113,7 @@ def _clocked(methods: list[tuple[object, str]], spans: list, device: torch.devic
 def _epoch_timed(run, batch: dict, steps: int, device: torch.device, optimizer: SAM | None = None
                  ) -> tuple[float, float, float | None]:
     """Seconds per steady step, seconds of the epoch's set-up and end, and (with `optimizer`) seconds per steady
-    step in SAM's own work, of `run(loader)` over one epoch of steps + 2 steps."""
+    step in SAM's own work, of `run(loader)` over one epoch of steps + 2 steps (medians over the steady steps)."""
     loader, spans = _Stamped(batch, steps + 2, device), []
     sam_work = [(optimizer, "first_step"), (optimizer, "clip_grad_norm_"), (optimizer, "second_step"),
                 (BNStats, "save"), (BNStats, "restore")] if optimizer is not None else []
@@ -122,9 +123,13 @@ def _epoch_timed(run, batch: dict, steps: int, device: torch.device, optimizer: 
     if device.type == "cuda":
         torch.cuda.synchronize()
     total, t = time.perf_counter() - start, loader.times
-    step = (t[-1] - t[1]) / steps  # steps 2 .. steps + 1: the first warms up, the last also ends the epoch
-    own = sum(seconds for begin, seconds in spans if t[1] <= begin < t[-1]) / steps if optimizer is not None else None
-    return step, total - step * (steps + 2), own
+    # steps 2 .. steps + 1 (the first warms up, the last also ends the epoch); medians: robust to a busy machine
+    steady = list(zip(t[1:-1], t[2:]))
+    step = statistics.median(end - begin for begin, end in steady)
+    own = None
+    if sam_work:
+        own = statistics.median(sum(s for at, s in spans if begin <= at < end) for begin, end in steady)
+    return step, total - (t[-1] - t[1]) - 2 * step, own
 
 
 def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, port: int = 0,
