@@ -47,6 +47,11 @@ class SAM(torch.optim.Optimizer):
             self._copies[p] = torch.empty_like(p)
         return self._copies[p]
 
+    def _norm(self, tensors: list[torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        """The 2-norm of all `tensors` together, a tensor on their device."""
+        norms = self._each(torch._foreach_norm, tensors, 2, **kwargs)
+        return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+
     def _with_grad(self) -> list[tuple[dict, list[torch.Tensor]]]:
         groups = [(group, [p for p in group["params"] if p.grad is not None]) for group in self.param_groups]
         return [(group, params) for group, params in groups if params]
@@ -64,9 +69,7 @@ class SAM(torch.optim.Optimizer):
         scaled = [[p.grad for p in params] if a is None else self._each(torch._foreach_mul, [p.grad for p in params], a)
                   for (_, params), a in zip(groups, absw)]  # g, or ASAM's |w| g (a new tensor: g stays)
         flat = [g for part in scaled for g in part]  # low-precision grads: norms in float32 (no fp16 overflow)
-        norms = self._each(torch._foreach_norm, flat, 2,
-                           dtype=reduce(torch.promote_types, {g.dtype for g in flat}, torch.float32))
-        norm = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+        norm = self._norm(flat, dtype=reduce(torch.promote_types, {g.dtype for g in flat}, torch.float32))
         self._saved = [(params, [self._copy_of(p) for p in params]) for _, params in groups]
         for (group, params), (_, copies), step, a in zip(groups, self._saved, scaled, absw):
             self._each(torch._foreach_copy_, copies, params)
@@ -89,8 +92,7 @@ class SAM(torch.optim.Optimizer):
         grads = [p.grad for _, params in self._with_grad() for p in params]
         if not grads:
             return torch.zeros(())
-        norms = self._each(torch._foreach_norm, grads, 2)
-        norm = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+        norm = self._norm(grads)
         if max_norm:
             self._each(torch._foreach_mul_, grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0).to(grads[0].device))
         return norm
