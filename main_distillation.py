@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
                          "from ImageNet weights anyway (the KD loss tends to explode then: see the guide).")
     try:
         fit(cfg, run_dir, model, arch=arch, teacher=teacher, state=state, d=d)
-    except Interrupted as e:
-        raise SystemExit(f"{e} (same command, plus --resume)") from None
+    except Interrupted:
+        return  # a saved stop, logged with its --resume command: exit status 0 (see the guide's section 8)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     model = create_classifier(state["arch"]) if state else build_student(cfg)
     try:
         fit(cfg, run_dir, model, arch=state["arch"] if state else cfg.model, state=state, d=d)
-    except Interrupted as e:
-        raise SystemExit(f"{e} (same command, plus --resume)") from None
+    except Interrupted:
+        return  # a saved stop, logged with its --resume command: exit status 0 (see the guide's section 8)
 
 
 if __name__ == "__main__":

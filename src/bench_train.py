@@ -3,7 +3,11 @@
     python -m src.bench_train configs/config_SBI.json [--stage 1|2] [--batch 4] [--steps 5] [--nproc 2]
 
 Runs the engine's own step (two forward+backward passes) on random inputs with random weights, so only compute
-is measured. Each measurement runs in a fresh process so that its peak memory is its own. --stage 2 also
+is measured: one epoch of 2 + steps steps, timed per step; the step time is the median of the steady steps (not
+the first, not the last), apart from the epoch's set-up. Each measurement runs in a fresh process so that its peak
+memory is its own. Stage 1 also prints SAM's own work per step (the step less two student forward+backward passes
+and the resize to student_image_size), with the fused multi-tensor operations the engine uses and, for comparison,
+with the same operations one parameter at a time (SAM(foreach=False)). --stage 2 also
 measures stage 1 with the same student, batch and sizes, and prints the ratio next to the expected
 1 + teacher forward / (2 x student forward+backward), and the peak memory against the SBI teacher recipe
 (stage 1 of teacher_arch at image_size). --nproc N compares N processes with one, with the same work per process,
@@ -13,23 +17,34 @@ processes of one thread each over gloo.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import multiprocessing
 import os
 import resource
 import socket
+import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterator
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .config import Config, load_config
 from .dataset import BadSampleTracker
 from .distributed import finish, init_distributed
-from .engine import autocast, compiled, make_optimizer, speed_settings, train_one_epoch
-from .models import create_classifier, student_view
+from .engine import (
+    autocast,
+    compiled,
+    ddp,
+    make_optimizer,
+    speed_settings,
+    sync_batchnorm,
+    train_one_epoch,
+)
 from .logs import cli
+from .models import create_classifier, student_view
+from .sam import SAM, BNStats
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -52,11 +67,79 @@ def _timed(fn, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+class _Stamped:
+    """`batch`, `n` times, noting when each is asked for (after the device finished the step before)."""
+
+    def __init__(self, batch: dict, n: int, device: torch.device):
+        self.batch, self.n, self.device, self.times = batch, n, device, []
+
+    def __iter__(self):
+        for _ in range(self.n):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter())
+            yield self.batch
+
+
+@contextlib.contextmanager
+def _clocked(methods: list[tuple[object, str]], spans: list, device: torch.device) -> Iterator[None]:
+    """Each (object or class, method name) notes (start, seconds) of its calls in `spans` while inside; on CUDA each
+    call is waited for, before and after."""
+
+    def clock(fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            spans.append((start, time.perf_counter() - start))
+            return out
+        return timed
+
+    own = [(obj, name, vars(obj).get(name)) for obj, name in methods]
+    for obj, name, _ in own:
+        setattr(obj, name, clock(getattr(obj, name)))
+    try:
+        yield
+    finally:
+        for obj, name, original in own:
+            if original is None:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, original)
+
+
+def _epoch_timed(run, batch: dict, steps: int, device: torch.device, optimizer: SAM | None = None
+                 ) -> tuple[float, float, float | None]:
+    """Seconds per steady step, seconds of the epoch's set-up and end, and (with `optimizer`) seconds per steady
+    step in SAM's own work, of `run(loader)` over one epoch of steps + 2 steps (medians over the steady steps)."""
+    loader, spans = _Stamped(batch, steps + 2, device), []
+    sam_work = [(optimizer, "first_step"), (optimizer, "clip_grad_norm_"), (optimizer, "second_step"),
+                (BNStats, "save"), (BNStats, "restore")] if optimizer is not None else []
+    start = time.perf_counter()
+    with _clocked(sam_work, spans, device):
+        run(loader)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    total, t = time.perf_counter() - start, loader.times
+    # steps 2 .. steps + 1 (the first warms up, the last also ends the epoch); medians: robust to a busy machine
+    steady = list(zip(t[1:-1], t[2:]))
+    step = statistics.median(end - begin for begin, end in steady)
+    own = None
+    if sam_work:
+        own = statistics.median(sum(s for at, s in spans if begin <= at < end) for begin, end in steady)
+    return step, total - (t[-1] - t[1]) - 2 * step, own
+
+
 def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, port: int = 0,
-            threads: int | None = None, cpu: bool = False) -> dict:
+            threads: int | None = None, cpu: bool = False, foreach: bool = True, sam_clock: bool = False) -> dict:
     """Seconds per training step (and its parts) of `stage`, in this process (rank `rank` of `world`).
 
-    The step is the engine's, with the config's amp, channels_last and compile; `cpu` keeps it off CUDA."""
+    The step is the engine's, with the config's amp, channels_last, compile and sync_bn; `cpu` keeps it off CUDA;
+    foreach=False: SAM's and the base optimizer's work one parameter at a time; sam_clock: also time SAM's own work
+    (out["sam"], seconds per step; on CUDA each of its calls is then waited for)."""
     if threads:
         torch.set_num_threads(threads)
     if world > 1:
@@ -68,20 +151,23 @@ def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()  # several measurements in one process (src.gpu_check)
     speed_settings(cfg, device)
-    model = create_classifier(cfg.model).to(device, memory_format=memory)
+    model = sync_batchnorm(create_classifier(cfg.model).to(device, memory_format=memory), cfg, d)
     teacher = None
     if stage == 2:
         teacher = create_classifier(cfg.teacher_arch).to(device, memory_format=memory).eval().requires_grad_(False)
         teacher = compiled(teacher, cfg, device)
-    optimizer, _ = make_optimizer(model, cfg)
+    optimizer, _ = make_optimizer(model, cfg, foreach)
     net = compiled(model, cfg, device)
-    wrapped = DDP(net) if d.world > 1 else net
+    wrapped = ddp(net, d)
     n = cfg.batch_size // d.world
     images = torch.rand(n, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=memory)
     batch = {"images": images, "labels": torch.arange(n, device=device) % 2, "failures": []}
     tracker = BadSampleTracker(1.0)
-    out = {"step": _timed(lambda: train_one_epoch(wrapped, [batch], optimizer, cfg, 1, tracker, teacher, d), steps,
-                          device), "peak_mb": _peak_memory_mb(device),
+    def epoch(loader: _Stamped) -> None:
+        train_one_epoch(wrapped, loader, optimizer, cfg, 1, tracker, teacher, d)
+
+    step, setup, sam = _epoch_timed(epoch, batch, steps, device, optimizer if sam_clock else None)
+    out = {"step": step, "setup": setup, "sam": sam, "peak_mb": _peak_memory_mb(device),
            "memory": "CUDA memory" if device.type == "cuda" else "RSS"}
     if d.world > 1:
         finish(d)
@@ -94,6 +180,7 @@ def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, 
         logits.float().sum().backward()
 
     out["student_fwd_bwd"] = _timed(student_fwd_bwd, steps, device)
+    out["resize"] = _timed(lambda: student_view(images, cfg.student_size), steps, device)
     if teacher is not None:
         with torch.no_grad(), amp:
             out["teacher_fwd"] = _timed(lambda: teacher(images), steps, device)
@@ -101,13 +188,14 @@ def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, 
 
 
 def in_fresh_processes(cfg: Config, stage: int, steps: int, world: int = 1, threads: int | None = None,
-                       cpu: bool = False) -> dict:
+                       cpu: bool = False, foreach: bool = True, sam_clock: bool = False) -> dict:
     """`measure` in `world` new processes; the slowest rank's step time, the largest peak memory."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(measure, cfg, stage, steps, rank, world, port, threads, cpu) for rank in range(world)]
+        jobs = [pool.submit(measure, cfg, stage, steps, rank, world, port, threads, cpu, foreach, sam_clock)
+                for rank in range(world)]
         results = [job.result() for job in jobs]
     return {**results[0], "step": max(r["step"] for r in results), "peak_mb": max(r["peak_mb"] for r in results)}
 
@@ -122,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config")
     parser.add_argument("--stage", type=int, choices=(1, 2), default=1)
     parser.add_argument("--batch", type=int, help="images per step, global (default: the config's batch_size)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
+    parser.add_argument("--steps", type=int, default=5, help="timed steady steps per epoch (plus a first and a last)")
     parser.add_argument("--nproc", type=int, default=1, help="also measure N processes: NCCL, one per GPU, on CUDA; "
                                                                "gloo on the CPU")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -132,9 +220,13 @@ def main(argv: list[str] | None = None) -> None:
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{cfg.model} at {cfg.student_size} px (crops at {cfg.image_size} px), batch {b} images, {device}, "
           f"{args.steps} steps, amp {cfg.amp}, channels_last {cfg.channels_last}, compile {cfg.compile}")
-    r1 = in_fresh_processes(cfg, 1, args.steps)
-    print(_line("stage 1", r1, b) + f" (student forward+backward {r1['student_fwd_bwd']:.3f} s; the step beyond two "
-          f"of them, SAM's own work and the step's bookkeeping: {r1['step'] - 2 * r1['student_fwd_bwd']:.3f} s)")
+    r1 = in_fresh_processes(cfg, 1, args.steps, sam_clock=True)
+    print(_line("stage 1", r1, b) + f" (student forward+backward {r1['student_fwd_bwd']:.3f} s, resize to "
+          f"{cfg.student_size} px {r1['resize']:.3f} s; the epoch's set-up and end, once: {r1['setup']:.3f} s)")
+    loops = in_fresh_processes(cfg, 1, args.steps, foreach=False, sam_clock=True)
+    print(f"SAM's own work per steady step (perturb, clip, restore and base step, BatchNorm snapshots): one "
+          f"parameter at a time {loops['sam']:.3f} s of {loops['step']:.3f} s ({loops['sam'] / loops['step']:.1%}); "
+          f"fused, the engine's: {r1['sam']:.3f} s of {r1['step']:.3f} s ({r1['sam'] / r1['step']:.1%})")
     if args.stage == 2:
         r2 = in_fresh_processes(cfg, 2, args.steps)
         print(_line("stage 2", r2, b) + f" (student forward+backward {r2['student_fwd_bwd']:.3f} s, teacher "

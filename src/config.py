@@ -72,6 +72,7 @@ class Config:
     amp: Optional[str] = field(default=None, metadata=_choice("bf16"))  # bf16 autocast on CUDA; None: float32
     channels_last: bool = False
     compile: bool = False  # torch.compile the student (and the teacher in stage 2) on CUDA
+    sync_bn: bool = False  # under torchrun: the student's BatchNorm normalises over the global batch (SyncBatchNorm)
     # --- distillation (the progressive schedule: src/schedule.py) ---
     temperature: float = field(default=3.0, metadata=_range(0.0, 100.0, lo_open=True))
     alpha_start: float = field(default=0.95, metadata=_range(0.0, 1.0))

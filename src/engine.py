@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import csv
 import glob
+import inspect
 import json
 import logging
 import math
@@ -43,7 +44,10 @@ class NonFiniteError(UserError, RuntimeError):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: the step in progress was finished and last.pth written."""
+    """SIGINT or SIGTERM arrived: the step in progress was finished, last.pth written and the stop logged (rank 0).
+
+    The commands exit 0 then: a saved stop is not a failure for torchrun (which would restart or report the
+    processes) nor for a scheduler."""
 
 
 _stop = {"signal": None, "at": 0.0, "saving": False}
@@ -126,13 +130,16 @@ def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int |
                       collate_fn=collate_pairs, pin_memory=d.device.type == "cuda", worker_init_fn=_quiet_worker)
 
 
-def make_optimizer(model: nn.Module, cfg: Config) -> tuple[SAM, torch.optim.lr_scheduler.LambdaLR]:
-    """SAM over the configured base optimizer, with the SBI schedule (constant, then linear decay)."""
+def make_optimizer(model: nn.Module, cfg: Config, foreach: bool = True
+                   ) -> tuple[SAM, torch.optim.lr_scheduler.LambdaLR]:
+    """SAM over the configured base optimizer, with the SBI schedule (constant, then linear decay); foreach=False:
+    SAM's and the base optimizer's work one parameter at a time (src.bench_train's comparison)."""
     if cfg.optimizer == "sgd":
         base, kwargs = torch.optim.SGD, dict(momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
         base, kwargs = torch.optim.AdamW, dict(weight_decay=cfg.weight_decay)
-    optimizer = SAM(model.parameters(), base, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive, lr=cfg.lr, **kwargs)
+    optimizer = SAM(model.parameters(), base, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive, foreach=foreach, lr=cfg.lr,
+                    **kwargs)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, sbi_lr_lambda(cfg.epoch, cfg.lr_decay_fraction))
 
 
@@ -143,18 +150,13 @@ def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-def _grad_norm(params: list[nn.Parameter], clip: float | None) -> torch.Tensor:
-    """The gradients' global norm (a tensor: no host sync), clipped in place to `clip` when given."""
-    if clip:
-        return torch.nn.utils.clip_grad_norm_(params, clip)
-    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-
-
 SUMS = ("loss", "hard", "soft", "correct", "agree")  # kept on the device during an epoch, read once at its end
+ADDITIVE = (*SUMS, "n")  # this rank's share: added over the ranks
+SHARED = ("batches", "steps", "skipped")  # the epoch's position and its step decisions: the same on every rank
 
 
 def new_sums() -> dict:
-    return dict(loss=0.0, correct=0, n=0, hard=0.0, soft=0.0, agree=0, steps=0, skipped=0, batches=0)
+    return dict.fromkeys(ADDITIVE + SHARED, 0)
 
 
 def stop_on_bad_data(tracker: BadSampleTracker, anywhere: bool, final: bool = False) -> None:
@@ -174,7 +176,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
     """
     model.train()
     device, amp = d.device, autocast(cfg, d.device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    yes, no = torch.tensor([True, False], device=device)  # the host's flags, built once: no copy to the device per step
     alpha = alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule) if teacher is not None else 1.0
     sums, running = dict(sums or new_sums(), interrupted=False), torch.zeros(len(SUMS), device=device)
     consecutive = 0
@@ -215,9 +217,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
             with amp:
                 loss2 = loss_of(model(x))[0]
             loss2.backward()
-        finite = torch.isfinite(_grad_norm(params, cfg.grad_clip)) & torch.isfinite(loss)
-        ok, go_on, data_ok = all_true(torch.stack([finite, torch.tensor(_stop["signal"] is None, device=device),
-                                                   torch.tensor(not tracker.exceeded(), device=device)]), d)
+        finite = torch.isfinite(optimizer.clip_grad_norm_(cfg.grad_clip)) & torch.isfinite(loss)
+        ok, go_on, data_ok = all_true(torch.stack([finite, yes if _stop["signal"] is None else no,
+                                                   no if tracker.exceeded() else yes]), d)
         sums["batches"] += 1
         if ok:
             optimizer.second_step()
@@ -254,10 +256,11 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
 
 
 def epoch_stats(sums: dict, alpha: float | None, d: Dist = Dist()) -> dict:
-    """The log.csv columns of an epoch's training sums, added over all ranks."""
-    total = {k: sum(s[k] for s in gather(sums, d)) for k in new_sums()}
+    """The log.csv columns of an epoch's training sums, added over all ranks (one gather)."""
+    every_rank = gather(sums, d)
+    total = {k: sum(s[k] for s in every_rank) for k in ADDITIVE}
     n = max(total["n"], 1)
-    out = dict(train_loss=total["loss"] / n, train_acc=total["correct"] / n, skipped_steps=total["skipped"])
+    out = dict(train_loss=total["loss"] / n, train_acc=total["correct"] / n, skipped_steps=sums["skipped"])
     if alpha is not None:
         out.update(alpha=alpha, hard_loss=total["hard"] / n, soft_loss=total["soft"] / n, agreement=total["agree"] / n)
     return out
@@ -429,14 +432,83 @@ def compiled(module: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
         return module
 
 
+def _first_call_error(net: nn.Module, x: torch.Tensor, amp: contextlib.AbstractContextManager) -> str | None:
+    """None when `net`'s first call on `x` works (forward and backward in train mode, a no-grad forward in eval mode),
+    else its error in one line. Leaves no trace: gradients, BatchNorm statistics and the random state are put back."""
+    stats = BNStats(net).save()
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), amp, \
+                torch.set_grad_enabled(net.training):
+            out = net(x)
+            if out.requires_grad:
+                out.float().sum().backward()
+    except Exception as e:  # noqa: BLE001 (any compiler or backend failure: the caller falls back to eager)
+        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+    finally:
+        stats.restore()
+        net.zero_grad(set_to_none=True)
+    return None
+
+
+def eager_where_compile_fails(modules: dict[str, tuple[nn.Module, nn.Module, torch.Tensor]], d: Dist = Dist(),
+                              amp: contextlib.AbstractContextManager | None = None) -> dict[str, nn.Module]:
+    """For each name's (compiled, eager, example input): the compiled module where its first call works on every
+    process, else the eager one, with one warning.
+
+    torch.compile compiles at the first call, so a missing C++ compiler or Triton shows only there, on every rank:
+    the first call runs here, and one all-reduce of the outcomes gives every process the same modules."""
+    errors = {name: None if c is e else _first_call_error(c, x, amp or contextlib.nullcontext())
+              for name, (c, e, x) in modules.items()}
+    works = dict(zip(errors, all_true(torch.tensor([error is None for error in errors.values()]), d)))
+    failed = [name for name, ok in works.items() if not ok]
+    if failed:
+        reasons = "; ".join(f"{name}: {errors[name] or 'failed on another process'}" for name in failed)
+        _logger.warning("torch.compile failed at the first call (%s): running %s eager on every process", reasons,
+                        " and ".join(failed))
+    return {name: c if works[name] else e for name, (c, e, _) in modules.items()}
+
+
+def sync_batchnorm(model: nn.Module, cfg: Config, d: Dist) -> nn.Module:
+    """`model` with SyncBatchNorm layers when cfg.sync_bn asks for it under several processes: BatchNorm then
+    normalises over the global batch. The same parameters and buffers (so checkpoints do not change)."""
+    if not (cfg.sync_bn and d.world > 1):
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def ddp(net: nn.Module, d: Dist) -> nn.Module:
+    """`net` in DDP under several processes. broadcast_buffers=False: each process keeps its own BatchNorm running
+    statistics (equal at the start) instead of taking rank 0's at every forward, a broadcast per step;
+    `sync_buffers` hands rank 0's to every process before validation."""
+    if d.world == 1:
+        return net
+    new = "forward_sync_buffers" in inspect.signature(DDP).parameters  # torch > 2.9 renamed broadcast_buffers
+    return DDP(net, device_ids=[d.device] if d.device.type == "cuda" else None,
+               **{"forward_sync_buffers" if new else "broadcast_buffers": False})
+
+
+def _who_signalled(signals: list[str | None]) -> str:
+    """'SIGTERM' (one process), or which ranks got which signal: 'SIGTERM (ranks 0, 1)'."""
+    if len(signals) == 1:
+        return str(signals[0])
+    ranks: dict[str, list[str]] = {}
+    for rank, name in enumerate(signals):
+        if name:
+            ranks.setdefault(name, []).append(str(rank))
+    return ", ".join(f"{name} (rank{'s' * (len(r) > 1)} {', '.join(r)})" for name, r in ranks.items())
+
+
 def _resume_sums(saved: dict | list | None, d: Dist) -> dict | None:
-    """This rank's running sums from a mid-epoch last.pth (one dict per rank; another world size: all on rank 0)."""
+    """This rank's running sums from a mid-epoch last.pth (one dict per rank). Another world size: every rank at
+    the saved position (the same step count on every rank), the additive sums of all saved ranks on rank 0."""
     if saved is None:
         return None
     per_rank = saved if isinstance(saved, list) else [saved]
     if len(per_rank) == d.world:
         return per_rank[d.rank]
-    return {k: sum(s[k] for s in per_rank) for k in new_sums()} if d.is_main else new_sums()
+    sums = {k: per_rank[0][k] for k in SHARED}
+    sums.update({k: sum(s[k] for s in per_rank) if d.is_main else 0 for k in ADDITIVE})
+    return sums
 
 
 def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None = None,
@@ -456,7 +528,9 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
     device = d.device
     speed_settings(cfg, device)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    raw = model.to(device, memory_format=memory)
+    if cfg.sync_bn and d.world > 1 and device.type != "cuda":
+        raise ConfigError("sync_bn needs CUDA processes (SyncBatchNorm does not run on the CPU): set sync_bn to false")
+    raw = sync_batchnorm(model.to(device, memory_format=memory), cfg, d)  # before the optimizer takes its parameters
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     cfg.faces = train_set.faces  # config.json and every checkpoint say which detector made the training data
     if d.is_main:
@@ -481,10 +555,17 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
         start, skip, sums = state["epoch"] + 1, state["step"], _resume_sums(state["sums"], d)
         if d.is_main:
             _truncate_log(run_dir, state["epoch"])
-    net = compiled(raw, cfg, device)
-    model = DDP(net, device_ids=[device] if device.type == "cuda" else None) if d.world > 1 else net
+    size, n = cfg.student_size, cfg.batch_size // d.world
+    candidates = dict(student=(compiled(raw.train(), cfg, device), raw,
+                               torch.zeros(n, 3, size, size, device=device).contiguous(memory_format=memory)))
+    if teacher is not None:  # never in DDP: it is frozen
+        teacher = teacher.to(device, memory_format=memory)
+        candidates["teacher"] = (compiled(teacher, cfg, device), teacher, torch.zeros(
+            n, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=memory))
+    chosen = eager_where_compile_fails(candidates, d, autocast(cfg, device))
+    net, teacher = chosen["student"], chosen.get("teacher")
+    model = ddp(net, d)
     if teacher is not None:
-        teacher = compiled(teacher.to(device, memory_format=memory), cfg, device)  # never in DDP: it is frozen
         if state is None:
             auc = evaluate(teacher, val_loader, cfg.image_size, d, amp=autocast(cfg, device))["val_auc"]
             _logger.info("teacher val AUC: %.4f", auc)
@@ -504,14 +585,18 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
             loader = make_loader(train_set, cfg, d, epoch, skip)
             sums = train_one_epoch(model, loader, optimizer, cfg, epoch, tracker, teacher, d, sums)
             if sums.pop("interrupted"):
-                every_rank = gather(sums, d)  # resume gives each rank its own sums back
+                every_rank, signals = zip(*gather((sums, _stop["signal"]), d))  # resume gives each rank its sums
                 if d.is_main:
                     with saving():
-                        checkpoint.atomic_save(snapshot(epoch - 1, step=sums["batches"], sums=every_rank,
+                        checkpoint.atomic_save(snapshot(epoch - 1, step=sums["batches"], sums=list(every_rank),
                                                         top_k=saver.ranked), run_dir / "weights" / "last.pth")
                 barrier(d)  # the other ranks wait for rank 0's save before they exit
-                raise Interrupted(f"stopped by {_stop['signal']} in epoch {epoch} after {sums['batches']} steps; "
-                                  f"last.pth is written. Continue with --resume {run_dir}")
+                message = (f"stopped by {_who_signalled(list(signals))} in epoch {epoch} after "
+                           f"{sums['batches']} steps; last.pth is written. The run is not finished: continue with the "
+                           f"same command plus --resume {run_dir}")
+                if d.is_main:
+                    _logger.warning(message)
+                raise Interrupted(message)
             train = epoch_stats(sums, alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule)
                                 if teacher is not None else None, d)
             sync_buffers(raw, d)  # every rank validates the weights and BN statistics that rank 0 saves

@@ -124,7 +124,8 @@ def fit_row(stage: int, mode: Mode, work: Path, nproc: int) -> str:
                 image_size=c.image_size, student_image_size=c.student_image_size, frames_per_video=frames,
                 batch_size=PER_GPU * nproc, epoch=2 if stage == 1 else 1, min_teacher_auc=0.0, **mode.fit_keys)
     if stage == 2:
-        keys["teacher_weights"] = str(work / "teacher.pth")
+        keys["teacher_weights"] = str(work / "teacher.pth")  # random weights, as if trained on RetinaFace crops:
+        keys["allow_teacher_face_mismatch"] = True  # generated faces are not, and the check needs no good labels
         torch.save(create_classifier(c.teacher_arch).state_dict(), keys["teacher_weights"])
         keys["pretrained_student_weights"] = str(random_checkpoint(c.model, c, work / "student.pth"))
     config = work / f"stage{stage}.json"

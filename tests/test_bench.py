@@ -40,6 +40,7 @@ def test_bench_train_prints_both_stages_and_the_ratio(tmp_path, capsys):
     bench_train.main([str(config), "--stage", "2", "--batch", "4", "--steps", "1", "--nproc", "2"])
     out = capsys.readouterr().out
     assert "stage 1:" in out and "stage 2:" in out and "s/step" in out and "images/s" in out and "peak" in out
+    assert "SAM's own work per steady step" in out and "one parameter at a time" in out and "set-up" in out
     assert "stage 2 / stage 1 step time" in out and "expected" in out
     assert "teacher recipe" in out and "stage 1 student / teacher recipe" in out
     assert "2 gloo processes" in out and "scaling efficiency" in out

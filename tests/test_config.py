@@ -24,6 +24,7 @@ def test_shipped_configs_load():
 def test_defaults_fill_missing_keys(tmp_path):
     cfg = load_config(write(tmp_path, {"lr": 0.01}))
     assert cfg.lr == 0.01 and cfg.temperature == Config().temperature and cfg.seed == 5
+    assert cfg.sync_bn is False and load_config(write(tmp_path, {"sync_bn": True})).sync_bn is True
 
 
 def test_unknown_key_suggests_the_closest(tmp_path):
@@ -35,6 +36,7 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ({"lr": "fast"}, r"'lr' = 'fast' has type str; expected float"),
     ({"epoch": 1.5}, r"'epoch' = 1.5 has type float; expected int"),
     ({"epoch": True}, r"'epoch' = True has type bool"),
+    ({"sync_bn": 1}, r"'sync_bn' = 1 has type int; expected bool"),
     ({"lr": 0}, r"'lr' = 0.0 is out of range; allowed \(0.0, 10.0\]"),
     ({"alpha_end": 1.5}, r"'alpha_end' = 1.5 is out of range; allowed \[0.0, 1.0\]"),
     ({"compression": "c24"}, r"'compression' = 'c24' is not allowed; choose one of \['raw', 'c23', 'c40'\]"),

@@ -13,7 +13,8 @@ from src import checkpoint
 from src.config import Config
 from src.dataset import BadSampleTracker
 from src.models import load_teacher
-from src.engine import NonFiniteError, make_optimizer, train_one_epoch
+from src.distributed import Dist
+from src.engine import NonFiniteError, make_optimizer, sync_batchnorm, train_one_epoch
 from src.models import student_view
 
 TINY = "test_efficientnet"
@@ -130,12 +131,29 @@ def test_nonfinite_steps_are_skipped_with_weights_untouched(poison):
         train_one_epoch(model, _batches(3), optimizer, cfg, 1, BadSampleTracker(0.01))
 
 
-def test_clean_steps_move_weights_and_bn_stats_once():
-    model, cfg = Tiny(), Config(epoch=1, lr=0.1, student_image_size=8)
+@pytest.mark.parametrize("sync_bn", [False, True])
+def test_clean_steps_move_weights_and_bn_stats_once(sync_bn):
+    model, cfg = Tiny(), Config(epoch=1, lr=0.1, student_image_size=8, sync_bn=sync_bn)
+    if sync_bn:  # SyncBatchNorm as under torchrun (its forward here, without a process group, is BatchNorm's)
+        model = sync_batchnorm(model, cfg, Dist(0, 2))
     optimizer, _ = make_optimizer(model, cfg)
-    before = model.fc.weight.clone()
-    train_one_epoch(model, _batches(3), optimizer, cfg, 1, BadSampleTracker(0.01))
+    before, alone = model.fc.weight.clone(), nn.BatchNorm2d(3)
+    batches = _batches(3)
+    train_one_epoch(model, batches, optimizer, cfg, 1, BadSampleTracker(0.01))
+    for batch in batches:  # BN is the first layer: its statistics of the three first passes only
+        alone(batch["images"])
     assert not torch.equal(before, model.fc.weight) and model.bn.num_batches_tracked.item() == 3
+    assert torch.allclose(model.bn.running_mean, alone.running_mean) and torch.allclose(model.bn.running_var,
+                                                                                        alone.running_var)
+
+
+def test_sync_bn_converts_the_student_under_several_processes_only():
+    model = Tiny()
+    weight = model.bn.weight
+    assert sync_batchnorm(model, Config(sync_bn=True), Dist()).bn is sync_batchnorm(model, Config(), Dist(0, 2)).bn
+    synced = sync_batchnorm(model, Config(sync_bn=True), Dist(0, 2))
+    assert isinstance(synced.bn, nn.SyncBatchNorm) and synced.bn.weight is weight  # the optimizer's parameters
+    assert synced.state_dict().keys() == Tiny().state_dict().keys()  # checkpoints load into either
 
 
 def test_student_view_resizes_with_antialiasing():

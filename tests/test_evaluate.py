@@ -336,6 +336,7 @@ def _cli(folder, out, monkeypatch, calls=None, *extra, weights=None):
     if weights is None:
         weights = out.parent / "model.pth"
         if not weights.is_file():
+            weights.parent.mkdir(parents=True, exist_ok=True)
             weights.write_bytes(b"a model")
 
     def detector(*args, **kwargs):

@@ -55,7 +55,7 @@ def test_torchrun_two_cpu_processes(config):
     assert single["val_loss"] == pytest.approx(float(row["val_loss"]), rel=1e-5)
 
 
-def test_sigint_mid_epoch_writes_last_and_resumes_to_identical_weights(config, monkeypatch):
+def test_sigint_mid_epoch_writes_last_and_resumes_to_identical_weights(config, monkeypatch, caplog):
     sets = ["--set", "epoch=1", "--set", "channels_last=true", "--set", "batch_size=2"]  # 4 steps
     train_student_only.main([str(config), "-n", "straight", *sets])
     calls = []
@@ -68,8 +68,9 @@ def test_sigint_mid_epoch_writes_last_and_resumes_to_identical_weights(config, m
         return view(images, size)
 
     monkeypatch.setattr(engine, "student_view", interrupt_in_step_two)
-    with pytest.raises(SystemExit, match="SIGINT in epoch 1 after 2 steps.*--resume"):
-        train_student_only.main([str(config), "-n", "stopped", *sets])
+    with caplog.at_level("WARNING"):
+        train_student_only.main([str(config), "-n", "stopped", *sets])  # returns: a saved stop exits 0
+    assert "stopped by SIGINT in epoch 1 after 2 steps; last.pth is written. The run is not finished" in caplog.text
     monkeypatch.undo()
     run = runs(config, "stopped")[-1]
     last = checkpoint.load(run / "weights" / "last.pth")

@@ -134,3 +134,35 @@ def test_frozen_bn_stats_updates_running_stats_once_per_step():
             assert torch.equal(bn.running_mean, ref.running_mean)
             assert torch.equal(bn.running_var, ref.running_var)
             assert bn.num_batches_tracked.item() == step
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_fused_and_per_parameter_paths_give_the_same_weights(adaptive):
+    (x, y), models = _data(), [_mlp(), _mlp()]
+    opts = [SAM(m.parameters(), torch.optim.SGD, rho=RHO, adaptive=adaptive, foreach=foreach, lr=LR, momentum=0.9)
+            for m, foreach in zip(models, (True, False))]
+    for _ in range(3):
+        for model, opt in zip(models, opts):
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.first_step()
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.clip_grad_norm_(0.1)
+            opt.second_step()
+            opt.zero_grad()
+    for p, q in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.01, 100.0])
+def test_clip_grad_norm_matches_torch(max_norm):
+    (x, y), models = _data(), [_mlp(), _mlp()]
+    for model in models:
+        nn.functional.cross_entropy(model(x), y).backward()
+    norm = SAM(models[0].parameters(), torch.optim.SGD, lr=LR).clip_grad_norm_(max_norm)
+    params = list(models[1].parameters())
+    expected = nn.utils.clip_grad_norm_(params, max_norm) if max_norm else nn.utils.get_total_norm(
+        [p.grad for p in params])
+    torch.testing.assert_close(norm, expected)
+    for p, q in zip(models[0].parameters(), params):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-15, rtol=0)

@@ -146,7 +146,7 @@ def test_the_table_reads_what_src_evaluate_writes(folder, tmp_path, monkeypatch,
     capsys.readouterr()
     summary.main([str(tmp_path / "output/evaluate_folder")])
     printed = capsys.readouterr().out
-    lines = [line for line in printed.splitlines() if line.startswith("| any |")]
-    assert lines == [f"| any | evaluated here | {100 * results['video_auc']:.2f} |"]
+    lines = [line for line in printed.splitlines() if line.startswith("| model.pth |")]
+    assert lines == [f"| model.pth | evaluated here | {100 * results['video_auc']:.2f} |"]
     assert "no model's --weights matches --teacher '*FFc23.tar'" in printed
     assert (tmp_path / "output/summary_auc.csv").is_file()
