@@ -260,7 +260,7 @@ def generate_dataset(out: str | Path, videos: int = 48, frames: int = 8, frame_s
                      face_size: float = 110, n_landmarks: int = 81, compression: str = "c23", seed: int = 0) -> Path:
     """Write a synthetic dataset in the FF++ SBI layout to `out` (frames, landmarks, retina, split jsons); return it."""
     if n_landmarks not in (68, 81) or not 1 <= frames <= 1000:
-        raise ValueError(f"need n_landmarks 68 or 81 and 1-1000 frames, got {n_landmarks} and {frames}")
+        raise BadInput(f"need n_landmarks 68 or 81 and 1-1000 frames, got {n_landmarks} and {frames}")
     splits, out = make_splits(videos), Path(out)
     root = out / "original_sequences" / "youtube" / compression
     for v in range(videos):
