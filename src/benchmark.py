@@ -196,7 +196,8 @@ def random_weight_files(net: nn.Module, m: Model, paths: list[str], folder: Path
 
 def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
     """{path: ONNX file} of a role with weights: the files src.export wrote beside them, checked to come from them."""
-    from .export import WEIGHTS_KEY, exported_path, file_sha256, onnx_metadata  # noqa: PLC0415
+    from .checkpoint import file_sha256  # noqa: PLC0415
+    from .export import WEIGHTS_KEY, exported_path, onnx_metadata  # noqa: PLC0415
 
     files, sha = {}, file_sha256(m.weights)
     for p in paths:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .checkpoint import file_sha256
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
 from .distributed import broadcast, finish, host_barrier, init_distributed, leave
@@ -655,12 +655,6 @@ def open_records(path: Path) -> TextIO:
     if cut:
         log.write("\n")
     return log
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's content: what a resumed evaluation is keyed to."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _short(value: object) -> str:

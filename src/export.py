@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from timm.models.byobnet import BottleneckBlock, ByobNet
 from timm.models.mobilevit import LinearSelfAttention, MobileVitV2Block
 from torch import nn
 
+from .checkpoint import file_sha256
 from .config import Config, build_config, load_config, resolve_path
 from .dataset import build_dataset, collate_pairs
 from .deploy import ort_session, quantize_int8
@@ -297,14 +297,6 @@ def exported_path(weights: str | Path, fmt: str) -> Path:
     """Where src.export writes `weights`' file by default: beside them, BEST.onnx or BEST_int8.onnx."""
     weights = Path(weights)
     return weights.with_name(weights.stem + (".onnx" if fmt == "onnx" else "_int8.onnx"))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:
