@@ -57,7 +57,7 @@ from .distributed import broadcast, finish, host_barrier, init_distributed, leav
 from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector,
                     find_retinaface_weights, fork_safe_opencv, frame_count, frame_indices, is_image,
                     keep_large, list_media, make_detector, one_thread, read_frame_batches)
-from .logs import BadInput, MissingFile, UserError, cli, read_json, setup_logging
+from .logs import BadInput, MissingFile, UserError, cli, make_folder, read_json, setup_logging
 from .models import student_view, teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
 from .sbi import BadSample, box_crop
@@ -762,8 +762,7 @@ def main(argv: list[str] | None = None) -> None:
                         bf16=a.bf16 and device.type == "cuda", detector=described,
                         retinaface_sha256=file_sha256(retinaface) if retinaface else None)
         if d.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            check_settings(out, settings)
+            check_settings(make_folder(out, "--out"), settings)
     except UserError as e:
         leave(d)
         ap.exit(2, f"error: {e}\n")

@@ -49,7 +49,7 @@ from .checkpoint import file_sha256
 from .config import Config, build_config, load_config, resolve_path
 from .dataset import build_dataset, collate_pairs
 from .deploy import ort_session, quantize_int8
-from .logs import BadInput, UserError, cli, setup_logging
+from .logs import BadInput, UserError, cli, make_folder, setup_logging
 from .models import student_view, torch_load
 
 _logger = logging.getLogger(__name__)
@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
             raise BadInput(f"{weights} carries no training config: pass --config, whose data root gives the int8 "
                              f"calibration crops (e.g. configs/config_SBI.json for FF++)")
         out = Path(a.out or exported_path(weights, a.format))
+        make_folder(out.parent, "--out")
         metadata = {FACES_KEY: json.dumps(faces), WEIGHTS_KEY: file_sha256(weights)}
         result = export(model, crop, out, a.format, cfg, metadata)
     except UserError as e:

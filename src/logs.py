@@ -31,6 +31,16 @@ def cli(main: Callable[[], object]) -> None:
         raise SystemExit(2) from None
 
 
+def make_folder(path: Path, option: str) -> Path:
+    """`path` made with its parents; where it cannot be (a file in the way, no permission, no space) an error that
+    names `option`, the command-line option that chose it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot make the folder {path} ({e.strerror}): choose another {option}") from None
+    return path
+
+
 def read_json(path: Path, what: str) -> object:
     """The JSON content of `path`, `what` naming the file in the errors (missing, or not valid JSON)."""
     if not path.is_file():

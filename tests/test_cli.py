@@ -86,3 +86,12 @@ def test_the_module_entry_point_is_the_wrapped_one(bad):
                             text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_an_output_folder_is_made_with_its_parents_or_refused_naming_the_option(tmp_path):
+    from src.logs import make_folder
+
+    assert make_folder(tmp_path / "a/b/c", "--out").is_dir()  # src.export --out into a folder not made yet
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"cannot make the folder .*file/x \(Not a directory\): choose another --out"):
+        make_folder(tmp_path / "file/x", "--out")
