@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .deploy import ort_session, quantize_int8
-from .logs import cli, setup_logging
+from .logs import BadInput, MissingFile, UserError, cli, setup_logging
 
 if TYPE_CHECKING:
     from torch import nn
@@ -196,7 +196,8 @@ def random_weight_files(net: nn.Module, m: Model, paths: list[str], folder: Path
 
 def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
     """{path: ONNX file} of a role with weights: the files src.export wrote beside them, checked to come from them."""
-    from .export import WEIGHTS_KEY, exported_path, file_sha256, onnx_metadata  # noqa: PLC0415
+    from .checkpoint import file_sha256  # noqa: PLC0415
+    from .export import WEIGHTS_KEY, exported_path, onnx_metadata  # noqa: PLC0415
 
     files, sha = {}, file_sha256(m.weights)
     for p in paths:
@@ -205,10 +206,10 @@ def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
         file = exported_path(m.weights, p)
         export = f"python -m src.export --weights {m.weights} --format {p}"
         if not file.is_file():
-            raise FileNotFoundError(f"no {file.name} beside {m.weights} for the {p} path: write it with `{export}` "
+            raise MissingFile(f"no {file.name} beside {m.weights} for the {p} path: write it with `{export}` "
                                     f"(FFc23.tar's int8 needs --config C too), or leave the path out of --paths")
         if onnx_metadata(file).get(WEIGHTS_KEY) != sha:
-            raise ValueError(f"{file} was not exported from {m.weights} (it does not record that file's sha256): "
+            raise BadInput(f"{file} was not exported from {m.weights} (it does not record that file's sha256): "
                              f"export it again with `{export}`")
         files[p] = str(file)
     return files
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
              None if args.student else args.student_input or args.teacher_size))}
         models = {role: m for role, (m, _) in resolved.items()}
         shipped = {role: shipped_files(m, paths) for role, m in models.items() if m.weights is not None}
-    except (FileNotFoundError, ValueError) as e:
+    except UserError as e:
         ap.exit(2, f"error: {e}\n")
     out = Path(args.out or f"output/benchmark_{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)

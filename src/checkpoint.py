@@ -1,6 +1,8 @@
-"""Atomic checkpoint writes and the top-k saver: `{epoch}_{auc:.4f}_val.pth`, `BEST.pth`, `last.pth`."""
+"""Atomic checkpoint writes, the top-k saver (`{epoch}_{auc:.4f}_val.pth`, `BEST.pth`, `last.pth`) and the content
+hash that ties a derived file (an evaluation, an exported model) to the weights it came from."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -13,6 +15,15 @@ import torch
 
 _logger = logging.getLogger(__name__)
 RANKED = re.compile(r"^(\d+)_(\d\.\d{4})_val\.pth$")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _atomic(path: Path, write) -> None:

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from .logs import BadInput, MissingFile
+
 _logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """A config file or override that cannot be used as written."""
 
 
@@ -184,7 +186,7 @@ def resolve_path(pattern: str, what: str = "weights") -> Path:
     """A file path or glob -> the newest matching file (by modification time), logged; no match is an error."""
     matches = [Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file()]
     if not matches:
-        raise FileNotFoundError(f"{what}: '{pattern}' matches no file")
+        raise MissingFile(f"{what}: '{pattern}' matches no file")
     chosen = max(matches, key=lambda p: p.stat().st_mtime)
     if len(matches) > 1 or glob.has_magic(pattern):
         _logger.info("%s: '%s' matched %d file(s); using the newest: %s", what, pattern, len(matches), chosen)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from .config import Config
 from .faces import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
-from .logs import UserError
+from .logs import MissingFile, UserError, read_json
 from .sbi import (BadSample, augment, box_crop, choose_box, flip_points, landmark_bounds, pair_transform,
                   reorder_forehead, self_blend, source_transform)
 
@@ -45,10 +45,10 @@ def video_dir(root: str | Path, compression: str) -> Path:
 
 def split_videos(root: str | Path, split: str) -> list[str]:
     """The 3-digit video ids of an official split file (a list of [id_a, id_b] pairs)."""
-    path = Path(root) / f"{split}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"split file {path} not found (expected FF++'s {', '.join(s + '.json' for s in SPLITS)})")
-    return sorted({vid for pair in json.loads(path.read_text()) for vid in pair})
+    names = ", ".join(s + ".json" for s in SPLITS)
+    pairs = read_json(Path(root) / f"{split}.json", f"FF++'s official splits ({names}, in dataset/splits/ of the "
+                                                   f"FaceForensics repository)")
+    return sorted({vid for pair in pairs for vid in pair})
 
 
 def list_frames(root: str | Path, split: str, compression: str, frames_per_video: int,
@@ -85,7 +85,7 @@ def list_frames(root: str | Path, split: str, compression: str, frames_per_video
     if not frames:
         hint = f"; make it with python -m src.regions --root {root} --compression {compression}" \
             if layout == "regions" else ""
-        raise FileNotFoundError(f"the {split} split has no usable frames: looked in {base / layout} for the videos "
+        raise MissingFile(f"the {split} split has no usable frames: looked in {base / layout} for the videos "
                                 f"of {Path(root) / (split + '.json')} (and their landmarks/ and retina/ files){hint}")
     return frames
 
@@ -306,7 +306,7 @@ def ensure_data(cfg: Config) -> Path:
 
         _logger.info("synthetic data root %s is missing: generating it", root)
         return generate_dataset(root, videos=cfg.synthetic_videos, compression=cfg.compression, seed=cfg.seed)
-    raise FileNotFoundError(f"data root '{root}' does not exist. Preprocess FaceForensics++ into it first "
+    raise MissingFile(f"data root '{root}' does not exist. Preprocess FaceForensics++ into it first "
                             f"(see KNOWLEDGE_DISTILLATION_GUIDE.md, 'Data'), or set data_root in the config.")
 
 

@@ -11,6 +11,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from .logs import UserError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -30,7 +32,7 @@ class Dist:
             return torch.device("cpu")
         count = torch.cuda.device_count()
         if count > 1 and self.local_rank >= count:
-            raise RuntimeError(f"LOCAL_RANK {self.local_rank} but this process sees only {count} GPUs: start at most "
+            raise UserError(f"LOCAL_RANK {self.local_rank} but this process sees only {count} GPUs: start at most "
                                f"{count} processes per node (torchrun --nproc_per_node={count})")
         return torch.device("cuda", self.local_rank if count > 1 else 0)
 

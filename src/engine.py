@@ -30,7 +30,7 @@ from .dataset import BadSampleTracker, DataQualityError, SBIDataset, build_datas
 from .faces import fork_safe_opencv
 from .distributed import (Dist, all_true, any_true, barrier, broadcast, epoch_indices, finish, gather, init_distributed,
                           leave, sync_buffers)
-from .logs import UserError, setup_logging
+from .logs import MissingFile, UserError, setup_logging
 from .losses import kd_loss
 from .models import student_view
 from .sam import SAM, BNStats, frozen_bn_stats
@@ -330,7 +330,7 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
         last = run_dir / "weights" / "last.pth"
         found = broadcast(last.is_file() if d.is_main else None, d)
         if not found:
-            raise FileNotFoundError(f"cannot resume: {last} does not exist (is {run_dir} a run folder of this project?)")
+            raise MissingFile(f"cannot resume: {last} does not exist (is {run_dir} a run folder of this project?)")
         values, state = broadcast((json.loads((run_dir / "config.json").read_text()), checkpoint.load(last))
                                   if d.is_main else None, d)
         values.update(parse_override(o) for o in overrides)
@@ -357,7 +357,7 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
             probe.write_bytes(b"\0" * (1 << 20))
             probe.unlink()
         except OSError as e:
-            raise OSError(f"cannot write to the output folder {run_dir} ({e}); free disk space or set output_dir "
+            raise UserError(f"cannot write to the output folder {run_dir} ({e}); free disk space or set output_dir "
                           f"to a writable folder") from None
         write_config(run_dir, cfg)  # on resume: with its --set
         setup_logging(run_dir / "train.log")
@@ -570,7 +570,7 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
             auc = evaluate(teacher, val_loader, cfg.image_size, d, amp=autocast(cfg, device))["val_auc"]
             _logger.info("teacher val AUC: %.4f", auc)
             if not auc >= cfg.min_teacher_auc:
-                raise RuntimeError(
+                raise UserError(
                     f"the teacher scores val AUC {auc:.4f} < min_teacher_auc {cfg.min_teacher_auc} on SBI fakes: it "
                     f"was most likely loaded wrongly (wrong file, architecture or input size: it expects image_size "
                     f"{cfg.image_size}, RGB in [0, 1], no normalisation). See the guide's troubleshooting section.")

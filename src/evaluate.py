@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -51,13 +50,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .checkpoint import file_sha256
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
 from .distributed import broadcast, finish, host_barrier, init_distributed, leave
 from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector,
                     find_retinaface_weights, fork_safe_opencv, frame_count, frame_indices, is_image,
                     keep_large, list_media, make_detector, one_thread, read_frame_batches)
-from .logs import UserError, cli, setup_logging
+from .logs import BadInput, MissingFile, UserError, cli, make_folder, read_json, setup_logging
 from .models import student_view, teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS
 from .sbi import BadSample, box_crop
@@ -124,7 +124,7 @@ class VideoResult:
 
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: {what}")
+        raise MissingFile(f"{path} not found: {what}")
     return path
 
 
@@ -134,7 +134,7 @@ def _videos(folder: Path, what: str) -> list[Path]:
 
 def ff_items(root: Path, compression: str) -> list[Item]:
     """FF++ test split: its 140 real videos and, per manipulation, the 140 fakes of its pairs (a_b and b_a)."""
-    pairs = json.loads(_need(root / "test.json", "FF++'s official test split").read_text())
+    pairs = read_json(root / "test.json", "FF++'s official test split")
     reals = [Item(video_dir(root, compression) / "videos" / f"{v}.mp4", 0, "real")
              for v in split_videos(root, "test")]
     fakes = [Item(root / "manipulated_sequences" / m / compression / "videos" / f"{x}_{y}.mp4", 1, m)
@@ -178,7 +178,7 @@ def dfdc_items(root: Path) -> list[Item]:
 
 def dfdcp_items(root: Path) -> list[Item]:
     """DFDC Preview: the entries of dataset.json with set == test."""
-    meta = json.loads(_need(root / "dataset.json", "DFDC Preview's metadata").read_text())
+    meta = read_json(root / "dataset.json", "DFDC Preview's metadata")
     return [Item(root / rel, int(m["label"] == "fake"), m["label"]) for rel, m in sorted(meta.items())
             if m["set"] == "test"]
 
@@ -193,7 +193,7 @@ def ffiw_items(root: Path) -> list[Item]:
 def folder_items(root: Path) -> list[Item]:
     """Videos and images under real/ and fake/ (one of them may be missing)."""
     if not (root / "real").is_dir() and not (root / "fake").is_dir():
-        raise FileNotFoundError(f"{root} has neither a real/ nor a fake/ folder (of videos or images)")
+        raise MissingFile(f"{root} has neither a real/ nor a fake/ folder (of videos or images)")
     return [Item(p, label, group) for label, group in enumerate(("real", "fake")) for p in list_media(root / group)]
 
 
@@ -212,7 +212,7 @@ def _check_sbi_layout(name: str, root: Path, missing: list[Path]) -> None:
         category, *rest = path.relative_to(root).parts
         found = root.joinpath(category, "videos", *rest)
         if found.is_file():
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"the videos of '{name}' are in the SBI reference code's layout, not the release's that --dataset "
                 f"{name} reads: {path} is missing but {found} exists; move each category's files up out of its "
                 f"videos/ folder (e.g. mv {root / category}/videos/* {root / category}/) or point --root at a copy "
@@ -222,17 +222,17 @@ def _check_sbi_layout(name: str, root: Path, missing: list[Path]) -> None:
 def dataset_items(name: str, root: str | Path, compression: str = "c23") -> list[Item]:
     """The test videos of dataset `name`; a listed video missing from disk is an error."""
     if name not in READERS:
-        raise ValueError(f"unknown dataset '{name}'; choose one of {list(READERS)}")
+        raise BadInput(f"unknown dataset '{name}'; choose one of {list(READERS)}")
     root = Path(root)
     items = READERS[name](root, compression) if name in ("ff", "dfd") else READERS[name](root)
     missing = [i.path for i in items if not i.path.is_file()]
     if missing and name in CATEGORY_LISTS:
         _check_sbi_layout(name, root, missing)
     if missing:
-        raise FileNotFoundError(f"{len(missing)} of the {len(items)} videos of '{name}' are missing, e.g. "
+        raise MissingFile(f"{len(missing)} of the {len(items)} videos of '{name}' are missing, e.g. "
                                 f"{', '.join(map(str, missing[:3]))}")
     if not items:
-        raise FileNotFoundError(f"dataset '{name}' under {root} lists no video")
+        raise MissingFile(f"dataset '{name}' under {root} lists no video")
     return items
 
 
@@ -300,7 +300,7 @@ def load_scorer(path: str | Path, runtime: str = "torch", threads: int | None = 
     from .export import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
 
     if file.suffix != ".onnx":
-        raise ValueError(f"--runtime onnx scores an exported .onnx file (python -m src.export), not {file}")
+        raise BadInput(f"--runtime onnx scores an exported .onnx file (python -m src.export), not {file}")
     model = OrtClassifier(file, threads)
     crop = int(model.session.get_inputs()[0].shape[-1])
     _logger.info("%s in ONNX Runtime (CPU): face crops at %d px", file, crop)
@@ -657,12 +657,6 @@ def open_records(path: Path) -> TextIO:
     return log
 
 
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's content: what a resumed evaluation is keyed to."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _short(value: object) -> str:
     return value[:12] if isinstance(value, str) and len(value) == 64 else json.dumps(value)
 
@@ -768,9 +762,8 @@ def main(argv: list[str] | None = None) -> None:
                         bf16=a.bf16 and device.type == "cuda", detector=described,
                         retinaface_sha256=file_sha256(retinaface) if retinaface else None)
         if d.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            check_settings(out, settings)
-    except (FileNotFoundError, ValueError, UserError) as e:
+            check_settings(make_folder(out, "--out"), settings)
+    except UserError as e:
         leave(d)
         ap.exit(2, f"error: {e}\n")
     host_barrier(d)
@@ -794,7 +787,7 @@ def main(argv: list[str] | None = None) -> None:
         done = read_records(out)
         missing = [str(i.path) for i in items if str(i.path) not in done]
         if missing:
-            raise RuntimeError(f"{len(missing)} videos were not scored, e.g. {missing[0]}: run the command again")
+            raise UserError(f"{len(missing)} videos were not scored, e.g. {missing[0]}: run the command again")
         results = [done[str(i.path)] for i in items]
         summary = {**settings, "training_faces": faces, **summarize(results)}
         write_outputs(out, summary, results)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -46,10 +45,11 @@ from timm.models.byobnet import BottleneckBlock, ByobNet
 from timm.models.mobilevit import LinearSelfAttention, MobileVitV2Block
 from torch import nn
 
+from .checkpoint import file_sha256
 from .config import Config, build_config, load_config, resolve_path
 from .dataset import build_dataset, collate_pairs
 from .deploy import ort_session, quantize_int8
-from .logs import cli, setup_logging
+from .logs import BadInput, UserError, cli, make_folder, setup_logging
 from .models import student_view, torch_load
 
 _logger = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def export(model: nn.Module, size: int, out: str | Path, fmt: str = "onnx", cfg:
         if fmt == "onnx-int8":
             calibration = real_crops(cfg, "train", CALIBRATION_PAIRS, size) if cfg is not None else None
             if calibration is None:
-                raise ValueError(f"int8 calibration needs face crops: the data root of the config "
+                raise BadInput(f"int8 calibration needs face crops: the data root of the config "
                                  f"({cfg and cfg.data_root}) does not exist; pass --config with the model's data")
             quantize_int8(fp32, out, calibration_batches(calibration))
     if metadata:
@@ -278,7 +278,7 @@ def export(model: nn.Module, size: int, out: str | Path, fmt: str = "onnx", cfg:
               "real": None if real is None else max_prob_diff(model, deployed, real)}
     worst = max(v for k, v in result.items() if k != "path" and v is not None)
     if fmt == "onnx" and not worst < TOLERANCE:
-        raise ValueError(f"{out}: ONNX Runtime differs from PyTorch by {worst:.2e} in probability "
+        raise BadInput(f"{out}: ONNX Runtime differs from PyTorch by {worst:.2e} in probability "
                          f"(limit {TOLERANCE:g})")
     return result
 
@@ -297,14 +297,6 @@ def exported_path(weights: str | Path, fmt: str) -> Path:
     """Where src.export writes `weights`' file by default: beside them, BEST.onnx or BEST_int8.onnx."""
     weights = Path(weights)
     return weights.with_name(weights.stem + (".onnx" if fmt == "onnx" else "_int8.onnx"))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:
@@ -407,12 +399,13 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = torch_load(weights)
         cfg = data_config(weights, ckpt, crop, a.config)
         if cfg is None and a.format == "onnx-int8":
-            raise ValueError(f"{weights} carries no training config: pass --config, whose data root gives the int8 "
+            raise BadInput(f"{weights} carries no training config: pass --config, whose data root gives the int8 "
                              f"calibration crops (e.g. configs/config_SBI.json for FF++)")
         out = Path(a.out or exported_path(weights, a.format))
+        make_folder(out.parent, "--out")
         metadata = {FACES_KEY: json.dumps(faces), WEIGHTS_KEY: file_sha256(weights)}
         result = export(model, crop, out, a.format, cfg, metadata)
-    except (FileNotFoundError, ValueError) as e:
+    except UserError as e:
         ap.exit(2, f"error: {e}\n")
     source = "no config" if cfg is None else f"data root {cfg.data_root}, from {a.config or 'the checkpoint'}"
     card = out.with_suffix(".md")

@@ -32,7 +32,7 @@ from typing import Iterator, Protocol
 import cv2
 import numpy as np
 
-from .logs import UserError
+from .logs import BadInput, MissingFile, UserError
 from .sbi import retina_from_landmarks
 
 _logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Face:
         return float(max(0.0, x1 - x0) * max(0.0, y1 - y0))
 
 
-class UnreadableMedia(OSError):
+class UnreadableMedia(UserError, OSError):
     """An image or video that OpenCV cannot decode."""
 
 
@@ -86,7 +86,7 @@ def default_predictor() -> Path:
     # find_spec locates the package without importing it (its __init__ needs pkg_resources, gone from setuptools 81).
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"no dlib shape predictor: put the 81-point model (from the public "
+        raise MissingFile(f"no dlib shape predictor: put the 81-point model (from the public "
                                 f"'shape_predictor_81_face_landmarks' repository) at {PREDICTOR_81}, or "
                                 f"`pip install face-recognition-models` for the 68-point model")
     path = Path(spec.submodule_search_locations[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
@@ -103,7 +103,7 @@ class DlibDetector:
 
         path = Path(predictor) if predictor is not None else default_predictor()
         if not path.is_file():
-            raise FileNotFoundError(f"dlib shape predictor {path} not found: the 81-point model comes from the public "
+            raise MissingFile(f"dlib shape predictor {path} not found: the 81-point model comes from the public "
                                     f"'shape_predictor_81_face_landmarks' repository, the 68-point model with "
                                     f"`pip install face-recognition-models`")
         self.detector, self.predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
@@ -184,7 +184,7 @@ def make_detector(name: str = "retinaface", predictor: str | Path | None = None,
         return DlibDetector(predictor, upsample)
     if name == "retinaface":
         return RetinaFaceDetector(retinaface_weights, device, batch_size=8 if str(device).startswith("cuda") else 1)
-    raise ValueError(f"unknown face detector '{name}'; choose one of {DETECTORS}")
+    raise BadInput(f"unknown face detector '{name}'; choose one of {DETECTORS}")
 
 
 def read_face_source(folder: str | Path) -> dict:
@@ -200,9 +200,9 @@ def read_face_source(folder: str | Path) -> dict:
     try:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); re-run src.preprocess or delete it") from None
+        raise BadInput(f"{path} is not valid JSON ({e}); re-run src.preprocess or delete it") from None
     if info.get("detector") not in DETECTOR_FOR_DATA:
-        raise ValueError(f"{path}: unknown detector {info.get('detector')!r}; expected one of "
+        raise BadInput(f"{path}: unknown detector {info.get('detector')!r}; expected one of "
                          f"{list(DETECTOR_FOR_DATA)}")
     return info
 

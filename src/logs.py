@@ -1,6 +1,7 @@
 """What every command shares: logging (INFO to stderr, and to a run's log file) and its handling of user errors."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -8,21 +9,46 @@ from typing import Callable
 
 
 class UserError(Exception):
-    """A failure of the user's data or settings whose message says what to do (bad data, non-finite training)."""
+    """A failure of the user's data, files or settings whose message says what to do: a command ends it in one
+    'error: ...' line. Every other exception is a bug of ours and keeps its traceback."""
 
 
-# config errors are ValueErrors; missing files and unreadable media are OSErrors
-EXPECTED = (ValueError, OSError, UserError)
+class MissingFile(UserError, FileNotFoundError):
+    """A file or folder the user named, or the walk needs, is not there; the message says where it comes from."""
+
+
+class BadInput(UserError, ValueError):
+    """A value, a file's content or a combination of settings that is refused; the message names the fix."""
 
 
 def cli(main: Callable[[], object]) -> None:
-    """Run a command's `main`: an expected failure (a bad config, a missing or wrong file, unreadable media, bad
-    data) ends in one 'error: ...' line and exit status 2; any other exception is a bug and keeps its traceback."""
+    """Run a command's `main`: a `UserError` (a bad config, a missing or wrong file, unreadable media, bad data) ends
+    in one 'error: ...' line and exit status 2; any other exception is a bug and keeps its traceback."""
     try:
         main()
-    except EXPECTED as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def make_folder(path: Path, option: str) -> Path:
+    """`path` made with its parents; where it cannot be (a file in the way, no permission, no space) an error that
+    names `option`, the command-line option that chose it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot make the folder {path} ({e.strerror}): choose another {option}") from None
+    return path
+
+
+def read_json(path: Path, what: str) -> object:
+    """The JSON content of `path`, `what` naming the file in the errors (missing, or not valid JSON)."""
+    if not path.is_file():
+        raise MissingFile(f"{path} not found: {what}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path} is not valid JSON ({e}): {what}") from None
 
 
 def setup_logging(log_file: Path | None = None) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 
 from .config import Config, resolve_path
 from .faces import REFERENCE_FACES
+from .logs import BadInput, MissingFile
 
 _logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def create_classifier(arch: str, num_classes: int = 2) -> nn.Module:
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
         hint = f"; did you mean one of {close}?" if close else "; list names with timm.list_models('*pattern*')"
-        raise ValueError(f"unknown timm architecture '{arch}'{hint}")
+        raise BadInput(f"unknown timm architecture '{arch}'{hint}")
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
 
@@ -78,19 +79,19 @@ def strict_load(model: nn.Module, state_dict: dict, source: str, allow_missing: 
             more = f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
             lines.append(f"  {kind}: {', '.join(keys[:_SHOW])}{more}")
     lines.append("  hint: wrong architecture for this file, or a truncated/corrupted file?")
-    raise ValueError("\n".join(lines))
+    raise BadInput("\n".join(lines))
 
 
 def torch_load(source: Path | BinaryIO, name: Path | str | None = None) -> Any:
     """`torch.load` with weights_only=True; anything but a plain checkpoint is a clear error naming `name`."""
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
+    except FileNotFoundError:
+        raise MissingFile(f"{name or source} not found") from None
     except Exception as e:  # noqa: BLE001 (a damaged file fails inside the unpickler with any exception type)
         first = (str(e).splitlines() or [""])[0]
         detail = f"{type(e).__name__}: {first}" if len(first) < 100 else type(e).__name__  # torch's own are long
-        raise ValueError(f"{name or source} is not a readable PyTorch checkpoint (a plain file of tensors and numbers, "
+        raise BadInput(f"{name or source} is not a readable PyTorch checkpoint (a plain file of tensors and numbers, "
                          f"read with weights_only=True; other pickled objects are refused, and a truncated or "
                          f"damaged file fails): {detail}") from None
 
@@ -165,7 +166,7 @@ def teacher_from_checkpoint(ckpt: Any, file: Path, arch: str = "tf_efficientnet_
         model = create_classifier(arch)
         strict_load(model, ckpt, f"{file} (plain timm state dict for '{arch}')")
     else:
-        raise ValueError(f"teacher weights {file} are in no known format (an SBI checkpoint with 'model' of net.* "
+        raise BadInput(f"teacher weights {file} are in no known format (an SBI checkpoint with 'model' of net.* "
                          f"keys, this project's checkpoint with 'arch' and 'model', or a timm state dict); "
                          f"found {_keys(ckpt)}")
     model.eval()
@@ -185,7 +186,7 @@ def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
     file = resolve_path(str(path), "checkpoint")
     ckpt = torch_load(file)
     if not _is_own_checkpoint(ckpt):
-        raise ValueError(f"{file} is not a checkpoint of this project (it needs 'arch' and 'model' keys; found "
+        raise BadInput(f"{file} is not a checkpoint of this project (it needs 'arch' and 'model' keys; found "
                          f"{_keys(ckpt)}). A teacher file such as FFc23.tar goes to teacher_weights, ImageNet weights "
                          f"to student_imagenet_weights; pass a checkpoint written by this project's training here.")
     return _model_from_checkpoint(ckpt, file), ckpt
@@ -201,7 +202,7 @@ def _read_state_dict(path: Path) -> dict:
             ckpt = ckpt[key]
             break
     if not _is_state_dict(ckpt):
-        raise ValueError(f"{path} holds no state dict of tensors; found {_keys(ckpt)}")
+        raise BadInput(f"{path} holds no state dict of tensors; found {_keys(ckpt)}")
     return ckpt
 
 

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         model, size, faces = load_scorer(a.weights, a.runtime)
         detector = make_detector(choose_detector(a.detector, faces), a.shape_predictor,
                                  retinaface_weights=a.retinaface_weights, device=a.device)
-    except (FileNotFoundError, ValueError, UserError) as e:
+    except UserError as e:
         ap.exit(2, f"error: {e}\n")
     device = torch.device(a.device)
     results = predict(inputs, detector, model.to(device), size, a.frames, device, a.batch_size, a.save_vis)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .distributed import Dist, finish, host_barrier, host_gather, init_distributed, leave
 from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
                     fork_safe_opencv, make_detector, one_thread, read_frame_batches)
-from .logs import cli, setup_logging
+from .logs import BadInput, MissingFile, UserError, cli, setup_logging
 
 _logger = logging.getLogger(__name__)
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -60,12 +60,12 @@ def sequence_dirs(root: str | Path, compression: str, sequences: list[str] | Non
     if sequences:
         missing = [str(videos(s)) for s in sequences if not videos(s).is_dir()]
         if missing:
-            raise FileNotFoundError(f"no videos folder {', '.join(missing)} (FF++ layout: <root>/original_sequences/"
+            raise MissingFile(f"no videos folder {', '.join(missing)} (FF++ layout: <root>/original_sequences/"
                                     f"youtube/<c>/videos, <root>/manipulated_sequences/<name>/<c>/videos)")
         return [videos(s) for s in sequences]
     found = [videos(s) for s in ("youtube", *MANIPULATIONS) if videos(s).is_dir()]
     if videos("youtube") not in found:
-        raise FileNotFoundError(f"{videos('youtube')} not found: download FF++ with its script (-d original "
+        raise MissingFile(f"{videos('youtube')} not found: download FF++ with its script (-d original "
                                 f"-c {compression} -t videos) into {root}")
     return found
 
@@ -117,11 +117,11 @@ def record_face_source(out: Path, info: dict) -> None:
     if path.is_file():
         before = json.loads(path.read_text())
         if before != info:
-            raise ValueError(f"{out} was preprocessed with {before}, not {info}: finish it with the same --detector, "
+            raise BadInput(f"{out} was preprocessed with {before}, not {info}: finish it with the same --detector, "
                              f"--shape-predictor and --frames, or delete its frames/, landmarks/, retina/, regions/ "
                              f"and {FACES_FILE} to start again")
     elif (out / "frames").is_dir() and any((out / "frames").iterdir()):
-        raise ValueError(f"{out} holds frames but no {FACES_FILE}: it was made by other code (e.g. the SBI "
+        raise BadInput(f"{out} holds frames but no {FACES_FILE}: it was made by other code (e.g. the SBI "
                          f"reference's) and is not mixed with this run's; preprocess into another root")
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         detector = landmarker if a.detector == "dlib" else make_detector(
             a.detector, retinaface_weights=a.retinaface_weights, device=d.device if d.world > 1 else a.device)
         summaries = preprocess(a.root, a.compression, detector, landmarker, a.frames, a.sequences, a.workers, d)
-    except (FileNotFoundError, ValueError) as e:
+    except UserError as e:
         leave(d)
         ap.exit(2, f"error: {e}\n")
     for rank_summaries in host_gather(summaries, d)[1:]:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .dataset import REGIONS_SOURCE, check_regions_source, faces_digest, regions_match_frames, video_dir
 from .faces import FACES_FILE, fork_safe_opencv, one_thread
-from .logs import cli, setup_logging
+from .logs import MissingFile, cli, setup_logging
 from .sbi import sample_region
 
 _logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def make_regions(root: str | Path, compression: str = "c23", workers: int = 0) -
     """Write the regions of every video not done yet; returns (videos written, regions written)."""
     base = video_dir(root, compression)
     if not (base / "frames").is_dir():
-        raise FileNotFoundError(f"{base / 'frames'} not found: preprocess the videos first (python -m src.preprocess)")
+        raise MissingFile(f"{base / 'frames'} not found: preprocess the videos first (python -m src.preprocess)")
     if (base / "regions").is_dir():
         check_regions_source(base, "run this again")
     else:

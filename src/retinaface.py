@@ -28,7 +28,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import nms
 
 from .models import strict_load, torch_load
-from .logs import cli
+from .logs import MissingFile, cli
 
 _logger = logging.getLogger(__name__)
 MIN_SIZES, STEPS, VARIANCE = ((16, 32), (64, 128), (256, 512)), (8, 16, 32), (0.1, 0.2)
@@ -135,7 +135,7 @@ def load_retinaface(path: str | Path) -> RetinaFace:
     """The detector from a local weights file: the release's .zip or the .pth inside it; loaded strictly."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"RetinaFace weights {path} not found: download {RELEASE} (the file retinaface_pytorch's "
             f"get_model('resnet50_2020-07-20') fetches, from the releases of github.com/ternaus/retinaface) to "
             f"{path.parent}/ or pass --retinaface-weights. --detector dlib needs no file, but its tighter boxes give "

@@ -131,7 +131,8 @@ def detector_text(detector: dict) -> str:
 
 
 def column_headers(columns: list[tuple]) -> dict[tuple, str]:
-    """The dataset's name (with its compression for ff and dfd), and when several columns share it, what differs."""
+    """The dataset's name (with its compression for ff and dfd), and what differs when several columns share it or
+    when the column departs from the published protocol (its frames, its detector): a written table says it too."""
     base = {c: NAMES.get(c[0], c[0]) + (f" {c[2]}" if c[2] else "") for c in columns}
     headers = {}
     for c in columns:
@@ -139,9 +140,9 @@ def column_headers(columns: list[tuple]) -> dict[tuple, str]:
         differ = []
         if len({d[1] for d in twins}) > 1:
             differ.append(c[1])
-        if len({d[3] for d in twins}) > 1:
+        if len({d[3] for d in twins}) > 1 or c[3] != PUBLISHED_PROTOCOL["frames"]:
             differ.append(f"{c[3]} frames")
-        if len({d[4] for d in twins}) > 1:
+        if len({d[4] for d in twins}) > 1 or json.loads(c[4]) != PUBLISHED_PROTOCOL["detector"]:
             differ.append(detector_text(json.loads(c[4])))
         headers[c] = base[c] + (f" ({', '.join(differ)})" if differ else "")
     return headers

@@ -16,7 +16,7 @@ import numpy as np
 
 from .faces import FACES_FILE
 from .sbi import FOREHEAD_ORDER, retina_from_landmarks  # arc = file[FOREHEAD_ORDER]
-from .logs import cli
+from .logs import BadInput, cli
 
 # Face frame: jaw width 1, x to the image right, y down, z towards the camera. Points past the 81 landmarks:
 _HEAD, _HAIR, _NECK, _BODY = slice(81, 96), slice(96, 126), slice(126, 130), slice(130, 136)
@@ -40,7 +40,7 @@ def to_file_order(landmarks: np.ndarray) -> np.ndarray:
 def make_splits(videos: int) -> dict[str, list[list[str]]]:
     """FF++-like train/val/test lists of [id_a, id_b] pairs (000,001), (002,003), ..., split about 72/14/14 %."""
     if videos % 2 or not 6 <= videos <= 1000:
-        raise ValueError(f"videos must be even and in [6, 1000] (one pair each for train, val, test), got {videos}")
+        raise BadInput(f"videos must be even and in [6, 1000] (one pair each for train, val, test), got {videos}")
     pairs = [[f"{i:03d}", f"{i + 1:03d}"] for i in range(0, videos, 2)]
     n = max(1, round(0.14 * len(pairs)))
     return {"train": pairs[:-2 * n], "val": pairs[-2 * n:-n], "test": pairs[-n:]}
@@ -260,7 +260,7 @@ def generate_dataset(out: str | Path, videos: int = 48, frames: int = 8, frame_s
                      face_size: float = 110, n_landmarks: int = 81, compression: str = "c23", seed: int = 0) -> Path:
     """Write a synthetic dataset in the FF++ SBI layout to `out` (frames, landmarks, retina, split jsons); return it."""
     if n_landmarks not in (68, 81) or not 1 <= frames <= 1000:
-        raise ValueError(f"need n_landmarks 68 or 81 and 1-1000 frames, got {n_landmarks} and {frames}")
+        raise BadInput(f"need n_landmarks 68 or 81 and 1-1000 frames, got {n_landmarks} and {frames}")
     splits, out = make_splits(videos), Path(out)
     root = out / "original_sequences" / "youtube" / compression
     for v in range(videos):
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     try:
         out = generate_dataset(a.out, a.videos, a.frames, a.frame_size, a.face_size, a.landmarks, a.compression, a.seed)
-    except ValueError as e:
+    except BadInput as e:
         ap.error(str(e))
     n = {k: 2 * len(v) for k, v in make_splits(a.videos).items()}
     print(f"wrote {a.videos} videos x {a.frames} frames ({a.frame_size[0]}x{a.frame_size[1]}, {a.landmarks} "

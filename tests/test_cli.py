@@ -11,7 +11,9 @@ import main_distillation
 import train_student_only
 from src import (bench_data, bench_train, benchmark, demo, evaluate, export, gpu_check, predict, preprocess, preview,
                  retinaface, synthetic)
-from src.logs import cli
+from src.config import ConfigError
+from src.faces import UnreadableMedia
+from src.logs import BadInput, MissingFile, UserError, cli
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +62,23 @@ def test_expected_failures_end_in_one_error_line(command, bad, capsys, monkeypat
     assert exit_info.value.code == 2 and "error: " in err and names in err and "Traceback" not in err, err[-2000:]
 
 
-def test_a_bug_keeps_its_traceback():
-    with pytest.raises(ZeroDivisionError):
-        cli(lambda: 1 / 0)
+@pytest.mark.parametrize("bug", [ZeroDivisionError, ValueError, OSError, FileNotFoundError, KeyError])
+def test_a_bug_keeps_its_traceback_even_as_a_value_or_os_error(bug):
+    def main():
+        raise bug("zip() argument 2 is shorter than argument 1")  # a bug of ours, not the user's mistake
+
+    with pytest.raises(bug):
+        cli(main)
+
+
+@pytest.mark.parametrize("error", [UserError, MissingFile, BadInput, UnreadableMedia, ConfigError])
+def test_the_projects_own_errors_end_in_one_line(error, capsys):
+    def main():
+        raise error("what is wrong, and the fix")
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli(main)
+    assert exit_info.value.code == 2 and capsys.readouterr().err == "error: what is wrong, and the fix\n"
 
 
 def test_the_module_entry_point_is_the_wrapped_one(bad):
@@ -70,3 +86,12 @@ def test_the_module_entry_point_is_the_wrapped_one(bad):
                             text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_an_output_folder_is_made_with_its_parents_or_refused_naming_the_option(tmp_path):
+    from src.logs import make_folder
+
+    assert make_folder(tmp_path / "a/b/c", "--out").is_dir()  # src.export --out into a folder not made yet
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"cannot make the folder .*file/x \(Not a directory\): choose another --out"):
+        make_folder(tmp_path / "file/x", "--out")

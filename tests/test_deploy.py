@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from src import benchmark, deploy, export
+from src import benchmark, checkpoint, deploy, export
 from src.deploy import ort_session
 from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
 from src.faces import REFERENCE_FACES
@@ -200,7 +200,7 @@ def test_both_exported_files_carry_the_checkpoints_faces_record_and_a_model_card
     for name in ("BEST.onnx", "BEST_int8.onnx"):
         recorded = ort_session(tmp_path / name).get_modelmeta().custom_metadata_map
         assert json.loads(recorded[export.FACES_KEY]) == faces
-        assert recorded[export.WEIGHTS_KEY] == export.file_sha256(weights)
+        assert recorded[export.WEIGHTS_KEY] == checkpoint.file_sha256(weights)
         card = (tmp_path / name).with_suffix(".md").read_text()
         assert card.startswith(f"# {name}\n") and "faces found by **dlib**" in card and "0.8125 at epoch 3" in card
         assert f"`{TEACHER}` (timm)" in card and "48 px face crop" in card and "resized inside the file to 40" in card

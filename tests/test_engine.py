@@ -10,6 +10,7 @@ from torch import nn
 import main_distillation
 import train_student_only
 from src import checkpoint
+from src.logs import UserError
 from src.config import Config
 from src.dataset import BadSampleTracker
 from src.models import load_teacher
@@ -91,7 +92,7 @@ def test_stage2_refuses_a_student_without_stage1(config):
 
 def test_stage2_stops_when_the_teacher_cannot_tell_fakes(config):
     best = str(next((config.parent / "output").glob("s1_*/weights/BEST.pth")))
-    with pytest.raises(RuntimeError, match="loaded wrongly"):
+    with pytest.raises(UserError, match="loaded wrongly"):
         main_distillation.main([str(config), "-n", "x", "--set", f"teacher_weights={best}", "--set",
                                 f"pretrained_student_weights={best}", "--set", "min_teacher_auc=1.0"])
 

@@ -272,11 +272,17 @@ def _bad_input(case, folder, tmp):
         (tmp / "labels.csv").write_text("filename,fake\naaa.mp4,1\n")
         return evaluate.main, ["--weights", "w", "--dataset", "dfdc", "--root", str(tmp)], \
             "has the columns ['filename', 'fake']; the DFDC test set's labels.csv has a header line with 'filename'"
+    if case == "out under a file":
+        weights = _checkpoint(tmp / "s.pth", {"image_size": 32, "faces": {"detector": "dlib"}})
+        (tmp / "junk.pth").write_bytes(b"a file")
+        return evaluate.main, ["--weights", str(weights), "--dataset", "folder", "--root", str(folder), "--out",
+                               str(tmp / "junk.pth/x")], f"cannot make the folder {tmp / 'junk.pth/x'}"
     (tmp / "empty").mkdir()
     return predict.main, ["--weights", "w", str(tmp / "empty")], "is a folder without any image or video in it"
 
 
-@pytest.mark.parametrize("case", ["no image_size", "unknown detector", "dfdc labels", "empty folder"])
+@pytest.mark.parametrize("case", ["no image_size", "unknown detector", "dfdc labels", "out under a file",
+                                  "empty folder"])
 def test_bad_input_ends_in_one_error_line(case, folder, tmp_path, capsys):
     main, argv, message = _bad_input(case, folder, tmp_path)
     with pytest.raises(SystemExit) as exit_info:

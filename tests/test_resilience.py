@@ -13,6 +13,7 @@ import torch
 
 import train_student_only
 from src import checkpoint, engine
+from src.logs import UserError
 from src.config import ConfigError, load_config
 from src.dataset import build_dataset
 from src.engine import evaluate, make_loader
@@ -106,7 +107,7 @@ def test_fp16_is_refused_and_bf16_is_ignored_on_cpu(config, caplog):
 def test_unwritable_output_folder_fails_at_start(config, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(OSError, match="cannot write to the output folder"):
+    with pytest.raises(UserError, match="cannot write to the output folder"):
         train_student_only.main([str(config), "-n", "x", "--set", f"output_dir={blocker}"])
 
 

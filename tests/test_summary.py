@@ -150,3 +150,12 @@ def test_the_table_reads_what_src_evaluate_writes(folder, tmp_path, monkeypatch,
     assert lines == [f"| model.pth | evaluated here | {100 * results['video_auc']:.2f} |"]
     assert "no model's --weights matches --teacher '*FFc23.tar'" in printed
     assert (tmp_path / "output/summary_auc.csv").is_file()
+
+
+def test_a_column_off_the_published_protocol_says_so_in_the_written_table(tmp_path, capsys):
+    dlib = {"detector": "dlib", "landmarks": "shape_predictor_68_face_landmarks.dat", "landmark_points": 68}
+    write_run(tmp_path / "evaluate_cdf_1", TEACHER, "cdf", 0.9, "a" * 64, frames=8, detector=dlib)
+    summary.main([str(tmp_path / "evaluate_cdf_1"), "--out", str(tmp_path)])
+    header = table(capsys)[0]
+    assert header[2].startswith("CDF (8 frames, dlib ") and "landmark_points=68" in header[2]
+    assert "CDF (8 frames, dlib " in (tmp_path / "summary_auc.md").read_text()
