@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from src.logs import cli
 from src.engine import Interrupted, fit, prepare_run, run_parser
+from src.logs import cli
 from src.models import build_student, create_classifier
 
 

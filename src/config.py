@@ -167,7 +167,9 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
     """Read one JSON config, apply `key=value` overrides, fill defaults and validate."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist (try configs/config_SBI.json or configs/config_demo.json)")
+        raise ConfigError(
+            f"config file '{path}' does not exist (try configs/config_SBI.json or configs/config_demo.json)"
+        )
     try:
         values = json.loads(path.read_text())
     except json.JSONDecodeError as e:

@@ -16,8 +16,18 @@ from torch.utils.data import Dataset
 from .config import Config
 from .faces import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
 from .logs import MissingFile, UserError, read_json
-from .sbi import (BadSample, augment, box_crop, choose_box, flip_points, landmark_bounds, pair_transform,
-                  reorder_forehead, self_blend, source_transform)
+from .sbi import (
+    BadSample,
+    augment,
+    box_crop,
+    choose_box,
+    flip_points,
+    landmark_bounds,
+    pair_transform,
+    reorder_forehead,
+    self_blend,
+    source_transform,
+)
 
 _logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -158,7 +168,8 @@ class SBIDataset(Dataset):
             raise ValueError(f"split must be one of {SPLITS}, not '{split}'")
         self.frames, self.layout = list_frames(root, split, compression, frames_per_video, layout), layout
         self.faces = read_face_source(video_dir(root, compression))  # which detector and landmarks made the data
-        self.train, self.image_size, self.mask_type, self.seed, self.epoch = split == "train", image_size, mask_type, seed, 0
+        self.train, self.image_size, self.mask_type = split == "train", image_size, mask_type
+        self.seed, self.epoch = seed, 0
         self.source_aug, self.pair_aug = source_transform(), pair_transform()
         self.profile = None  # a defaultdict(float) here collects seconds per stage (src.bench_data)
         n_points = _load_points(_aux_path(self.frames[0], "landmarks"), "landmark", (68, 81)).shape[1]
@@ -317,7 +328,8 @@ def check_teacher_faces(teacher: dict, cfg: Config) -> None:
     data = read_face_source(base)
     if DETECTOR_FOR_DATA.get(teacher["detector"]) == DETECTOR_FOR_DATA.get(data["detector"]):
         return
-    message = (f"the teacher {cfg.teacher_weights} was trained on faces found by {teacher['detector']}, but {base / FACES_FILE} "
+    message = (f"the teacher {cfg.teacher_weights} was trained on faces found by {teacher['detector']}, "
+               f"but {base / FACES_FILE} "
                f"says the student's data was made with {data['detector']}: the face boxes, so the crops the teacher "
                f"scores, differ from its training's and its soft labels are less reliable")
     if not cfg.allow_teacher_face_mismatch:

@@ -37,10 +37,10 @@ import logging
 import os
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from contextlib import nullcontext
 from typing import Callable, Iterable, NamedTuple, TextIO
 
 import cv2
@@ -54,9 +54,23 @@ from tqdm import tqdm
 from .config import resolve_path
 from .dataset import Stopwatch, split_videos, video_dir
 from .distributed import broadcast, finish, host_barrier, init_distributed, leave
-from .faces import (REFERENCE_FACES, Detector, UnreadableMedia, add_detector_args, choose_detector,
-                    find_retinaface_weights, fork_safe_opencv, frame_count, frame_indices, is_image,
-                    keep_large, list_media, make_detector, one_thread, read_frame_batches)
+from .faces import (
+    REFERENCE_FACES,
+    Detector,
+    UnreadableMedia,
+    add_detector_args,
+    choose_detector,
+    find_retinaface_weights,
+    fork_safe_opencv,
+    frame_count,
+    frame_indices,
+    is_image,
+    keep_large,
+    list_media,
+    make_detector,
+    one_thread,
+    read_frame_batches,
+)
 from .logs import BadInput, MissingFile, UserError, cli, read_json, setup_logging
 from .models import student_view, teacher_from_checkpoint, torch_load
 from .preprocess import MANIPULATIONS

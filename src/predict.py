@@ -24,8 +24,18 @@ import torch
 from torch import nn
 
 from .evaluate import FaceScore, MediaScores, count_arg, load_scorer, score_media
-from .faces import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Detector, UnreadableMedia, add_detector_args, choose_detector,
-                    is_image, list_media, make_detector, read_frame_batches)
+from .faces import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    Detector,
+    UnreadableMedia,
+    add_detector_args,
+    choose_detector,
+    is_image,
+    list_media,
+    make_detector,
+    read_frame_batches,
+)
 from .logs import UserError, cli, setup_logging
 
 

@@ -30,8 +30,18 @@ import torch
 from tqdm import tqdm
 
 from .distributed import Dist, finish, host_barrier, host_gather, init_distributed, leave
-from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
-                    fork_safe_opencv, make_detector, one_thread, read_frame_batches)
+from .faces import (
+    FACES_FILE,
+    Detector,
+    DlibDetector,
+    UnreadableMedia,
+    add_detector_args,
+    fork_safe_opencv,
+    frame_count,
+    make_detector,
+    one_thread,
+    read_frame_batches,
+)
 from .logs import BadInput, MissingFile, UserError, cli, setup_logging
 
 _logger = logging.getLogger(__name__)

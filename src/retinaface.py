@@ -18,7 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import cv2
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,8 +26,8 @@ from torchvision.models import resnet50
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import nms
 
-from .models import strict_load, torch_load
 from .logs import MissingFile, cli
+from .models import strict_load, torch_load
 
 _logger = logging.getLogger(__name__)
 MIN_SIZES, STEPS, VARIANCE = ((16, 32), (64, 128), (256, 512)), (8, 16, 32), (0.1, 0.2)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 
+import albumentations as A
 import cv2
 import numpy as np
-import albumentations as A
 
 MASK_TYPES = ("hull", "dfl_full", "extended", "components")
 FOREHEAD_ORDER = np.array([77, 75, 76, 68, 69, 70, 71, 80, 72, 73, 79, 74, 78])

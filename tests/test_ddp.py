@@ -1,13 +1,11 @@
 """DDP under torchrun, proved on the CPU with gloo: what the ranks validate, SAM's skipped steps, collective errors,
 stopping by SIGTERM, and the device each process picks."""
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import torch
@@ -15,34 +13,21 @@ from torch import nn
 
 from src import checkpoint
 from src.config import Config
-from src.dataset import BadSampleTracker, DataQualityError
-from src.distributed import Dist, init_distributed, leave
-from src.dataset import SBIDataset
-from src.distributed import epoch_indices
-from src.engine import (_resume_sums, ddp, eager_where_compile_fails, epoch_stats, make_optimizer, new_sums,
-                        train_one_epoch)
+from src.dataset import BadSampleTracker, DataQualityError, SBIDataset
+from src.distributed import Dist, epoch_indices
+from src.engine import (
+    _resume_sums,
+    ddp,
+    eager_where_compile_fails,
+    epoch_stats,
+    make_optimizer,
+    new_sums,
+    train_one_epoch,
+)
+from src.logs import UserError
 from src.synthetic import generate_dataset
 
-from test_resilience import _free_port
-
-
-def run_ranks(fn, world: int = 2, *args) -> list:
-    """fn(d, *args) in `world` fresh processes joined over gloo; their results in rank order."""
-    port = _free_port()
-    with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(_rank, fn, rank, world, port, *args) for rank in range(world)]
-        return [job.result(timeout=120) for job in jobs]
-
-
-def _rank(fn, rank: int, world: int, port: int, *args):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    d = init_distributed(cpu=True)
-    try:
-        return fn(d, *args)
-    finally:
-        leave(d)
+from conftest import free_port, run_ranks
 
 
 class Net(nn.Module):
@@ -231,8 +216,8 @@ def test_each_process_picks_its_gpu_or_the_only_one_it_sees(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert Dist(5, 8, 2).device == torch.device("cuda", 2) and Dist(5, 8, 2, cpu=True).device.type == "cpu"
-    with pytest.raises(RuntimeError, match="sees only 4 GPUs"):
-        Dist(5, 8, 6).device
+    with pytest.raises(UserError, match="sees only 4 GPUs"):
+        _ = Dist(5, 8, 6).device
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # the scheduler shows each process one GPU
     assert Dist(5, 8, 6).device == torch.device("cuda", 0)
 
@@ -247,7 +232,7 @@ def test_sigterm_to_torchrun_mid_epoch_saves_that_step_and_resume_continues(tmp_
 
     def torchrun(*args):
         return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                                 "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "train_student_only.py",
+                                 "--master_addr=127.0.0.1", f"--master_port={free_port()}", "train_student_only.py",
                                  str(config), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import SquareDetector, clip_frame, student_checkpoint, write_video
+
 ROOT = Path(__file__).resolve().parents[1]
 THIRD_PARTY = {"download-FaceForensics.py"}  # the FF++ authors' download script, sent on request
 
@@ -78,10 +80,8 @@ def test_benchmark_on_cuda_says_loudly_what_it_skips(monkeypatch, caplog):
 def test_the_guides_python_snippet_scores_a_clip_in_eval_mode(tmp_path, monkeypatch, capsys):
     from src import faces
     from src.evaluate import StudentInput
-    from test_evaluate import SquareDetector, _checkpoint, clip_frame
-    from test_faces import write_video
 
-    model = _checkpoint(tmp_path / "BEST.pth", 40)  # crops at 48 px, the student at 40 inside
+    model = student_checkpoint(tmp_path / "BEST.pth", 40)  # crops at 48 px, the student at 40 inside
     write_video(tmp_path / "clip.mp4", [clip_frame((40, 90, 0))] * 8)
     monkeypatch.setattr(faces, "make_detector", lambda name: SquareDetector())  # no RetinaFace weights here
     snippet, = re.findall(r"```python\n(.*?)```", (ROOT / "KNOWLEDGE_DISTILLATION_GUIDE.md").read_text(), re.S)

@@ -28,7 +28,7 @@ def test_a_failing_row_prints_its_error_in_the_table_and_the_next_rows_run(tmp_p
     out = capsys.readouterr().out
     table = out[out.index("| check |"):].split("\n\n")[0].splitlines()
     assert len(table) == 2 + 3  # header, rule, then every row, in one table
-    assert table[2].startswith("| evaluate, RetinaFace, 2 workers | FAILED FileNotFoundError: RetinaFace weights")
+    assert table[2].startswith("| evaluate, RetinaFace, 2 workers | FAILED MissingFile: RetinaFace weights")
     assert all(line.startswith("| benchmark, eager") and "latency at batch 1" in line for line in table[3:])
 
 

@@ -3,7 +3,6 @@ import contextlib
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import warnings
@@ -16,8 +15,11 @@ from src import checkpoint, engine
 from src.config import ConfigError, load_config
 from src.dataset import build_dataset
 from src.engine import evaluate, make_loader
+from src.logs import UserError
 from src.losses import kd_loss
 from src.models import load_checkpoint_model
+
+from conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +32,10 @@ def runs(config, name):
     return sorted((config.parent / "output").glob(f"{name}_*"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_cpu_processes(config):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "train_student_only.py", str(config), "-n", "ddp"]
+           f"--master_port={free_port()}", "train_student_only.py", str(config), "-n", "ddp"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run = runs(config, "ddp")[-1]  # one folder: only rank 0 writes
@@ -92,7 +88,8 @@ def test_a_stop_signal_reaching_workers_as_they_start_does_not_kill_them(config,
     cfg = load_config(config, ["num_workers=2"])
     dataset = build_dataset(cfg, "train")
     batches = list(make_loader(dataset, cfg, epoch=0))
-    assert len(batches) == len(dataset) // (cfg.batch_size // 2) and signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
+    assert len(batches) == len(dataset) // (cfg.batch_size // 2)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
 
 
 def test_fp16_is_refused_and_bf16_is_ignored_on_cpu(config, caplog):
@@ -106,7 +103,7 @@ def test_fp16_is_refused_and_bf16_is_ignored_on_cpu(config, caplog):
 def test_unwritable_output_folder_fails_at_start(config, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(OSError, match="cannot write to the output folder"):
+    with pytest.raises(UserError, match="cannot write to the output folder"):
         train_student_only.main([str(config), "-n", "x", "--set", f"output_dir={blocker}"])
 
 

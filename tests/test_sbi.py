@@ -8,9 +8,10 @@ from itertools import product
 import numpy as np
 import pytest
 
-from draws import assert_binomial, assert_pair_patterns, assert_uncorrelated
 from src import sbi
 from src.synthetic import draw_face_sample
+
+from draws import assert_binomial, assert_pair_patterns, assert_uncorrelated
 
 
 @pytest.fixture(scope="module")
