@@ -7,10 +7,17 @@ from __future__ import annotations
 import argparse
 import logging
 
-from src.dataset import check_teacher_faces
-from src.engine import Interrupted, fit, prepare_run, run_parser
-from src.logs import cli
-from src.models import build_student, create_classifier, load_checkpoint_model, load_teacher, torch_load, training_faces
+from src.common.logs import cli
+from src.data.dataset import check_teacher_faces
+from src.models.networks import (
+    build_student,
+    create_classifier,
+    load_checkpoint_model,
+    load_teacher,
+    torch_load,
+    training_faces,
+)
+from src.train.engine import Interrupted, fit, prepare_run, run_parser
 
 _logger = logging.getLogger(__name__)
 

@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .deploy import ort_session, quantize_int8
-from .logs import BadInput, MissingFile, UserError, cli, setup_logging
+from src.common.logs import BadInput, MissingFile, UserError, cli, setup_logging
+from src.deploy.runtime import ort_session, quantize_int8
 
 if TYPE_CHECKING:
     from torch import nn
@@ -72,9 +72,9 @@ class Model:
 def build(m: Model, net: nn.Module | None = None) -> nn.Module:
     """The eval-mode network of `m` (`net`, else loaded on the CPU) fed as src.export's file is: crops at m.crop px,
     resized to m.size inside (`StudentInput`) when they differ."""
-    from .evaluate import StudentInput, load_detector_model
-    from .export import network
-    from .models import create_classifier
+    from src.evaluate import StudentInput, load_detector_model
+    from src.export import network
+    from src.models.networks import create_classifier
 
     if net is None:
         net = create_classifier(m.arch) if m.weights is None else network(load_detector_model(m.weights)[0])
@@ -87,9 +87,9 @@ def resolve(role: str, arch: str, size: int, weights: str | None, crop: int | No
     if weights is None:
         m = Model(role, arch, size, crop or size)
         return m, build(m)
-    from .config import resolve_path
-    from .evaluate import load_detector_model
-    from .export import network
+    from src.common.config import resolve_path
+    from src.evaluate import load_detector_model
+    from src.export import network
 
     file = str(resolve_path(weights, f"{role} weights"))
     model, own, _ = load_detector_model(file)
@@ -121,7 +121,7 @@ def peak_memory(m: Model, path: str, onnx_file: str | None, device: str, bf16: b
     import torch
     import torch.nn.functional as F
 
-    from . import evaluate, models  # noqa: F401 (imported before the baseline)
+    from src import evaluate  # noqa: F401 (imported before the baseline)
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -184,7 +184,7 @@ def ort_runner(session, size: int, batch: int) -> Callable[[], object]:
 
 def random_weight_files(net: nn.Module, m: Model, paths: list[str], folder: Path) -> dict[str, str]:
     """{path: ONNX file} of a random-weight role: exported into `folder`, int8 calibrated on random crops."""
-    from .export import export_onnx
+    from src.export import export_onnx
 
     fp32 = export_onnx(net, m.crop, folder / f"{m.role}.onnx")
     files = {"onnx": str(fp32)}
@@ -196,7 +196,7 @@ def random_weight_files(net: nn.Module, m: Model, paths: list[str], folder: Path
 
 def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
     """{path: ONNX file} of a role with weights: the files src.export wrote beside them, checked to come from them."""
-    from .export import WEIGHTS_KEY, exported_path, file_sha256, onnx_metadata
+    from src.export import WEIGHTS_KEY, exported_path, file_sha256, onnx_metadata
 
     files, sha = {}, file_sha256(m.weights)
     for p in paths:
@@ -219,11 +219,11 @@ def auc_check(m: Model, files: dict[str, str], config: str | None, threads: int)
     checkpoint's own training config)."""
     import torch
 
-    from .dataset import build_dataset
-    from .engine import evaluate, make_loader
-    from .evaluate import load_detector_model
-    from .export import OrtClassifier, data_config, network
-    from .models import torch_load
+    from src.data.dataset import build_dataset
+    from src.evaluate import load_detector_model
+    from src.export import OrtClassifier, data_config, network
+    from src.models.networks import torch_load
+    from src.train.engine import evaluate, make_loader
 
     row = dict(model=m.role, weights=m.weights, files={p: Path(f).name for p, f in files.items()})
     model, crop, _ = load_detector_model(m.weights)
@@ -275,7 +275,7 @@ def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[st
     throughput at batch N, peak memory."""
     import torch
 
-    from .models import count_params
+    from src.models.networks import count_params
 
     torch.set_num_threads(args.threads)
     params = {role: count_params(net) for role, net in nets.items()}

@@ -13,10 +13,10 @@ import shlex
 import subprocess
 import sys
 
-from .checkpoint import load
-from .config import load_config, resolve_path
-from .logs import cli
-from .models import count_params, create_classifier
+from src.common.checkpoint import load
+from src.common.config import load_config, resolve_path
+from src.common.logs import cli
+from src.models.networks import count_params, create_classifier
 
 
 def run(*args: str) -> None:

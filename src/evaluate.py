@@ -51,10 +51,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .config import resolve_path
-from .dataset import Stopwatch, split_videos, video_dir
-from .distributed import broadcast, finish, host_barrier, init_distributed, leave
-from .faces import (
+from src.common.config import resolve_path
+from src.common.distributed import broadcast, finish, host_barrier, init_distributed, leave
+from src.common.logs import BadInput, MissingFile, UserError, cli, read_json, setup_logging
+from src.data.dataset import Stopwatch, split_videos, video_dir
+from src.data.sbi import BadSample, box_crop
+from src.faces.detectors import (
     REFERENCE_FACES,
     Detector,
     UnreadableMedia,
@@ -71,10 +73,8 @@ from .faces import (
     one_thread,
     read_frame_batches,
 )
-from .logs import BadInput, MissingFile, UserError, cli, read_json, setup_logging
-from .models import student_view, teacher_from_checkpoint, torch_load
-from .preprocess import MANIPULATIONS
-from .sbi import BadSample, box_crop
+from src.models.networks import student_view, teacher_from_checkpoint, torch_load
+from src.preprocess import MANIPULATIONS
 
 _logger = logging.getLogger(__name__)
 TEACHER_SIZE = 380  # input size of the SBI EfficientNet-B4 (FFc23.tar) and of plain timm state dicts
@@ -305,13 +305,13 @@ def load_scorer(path: str | Path, runtime: str = "torch", threads: int | None = 
     crop size is its input's and its training data's faces record the one src.export wrote into its metadata."""
     file = resolve_path(str(path), "weights")
     if runtime == "torch":
-        from .export import fast_mobilevitv2  # noqa: PLC0415 (ONNX imports only for scoring)
+        from src.export import fast_mobilevitv2  # noqa: PLC0415 (ONNX imports only for scoring)
 
         if file.suffix == ".onnx":
             raise UserError(f"{file} is an exported ONNX file: score it with --runtime onnx")
         model, crop, faces = load_detector_model(file)
         return DetectorModel(fast_mobilevitv2(model), crop, faces)
-    from .export import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
+    from src.export import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
 
     if file.suffix != ".onnx":
         raise BadInput(f"--runtime onnx scores an exported .onnx file (python -m src.export), not {file}")

@@ -46,11 +46,11 @@ from timm.models.byobnet import BottleneckBlock, ByobNet
 from timm.models.mobilevit import LinearSelfAttention, MobileVitV2Block
 from torch import nn
 
-from .config import Config, build_config, load_config, resolve_path
-from .dataset import build_dataset, collate_pairs
-from .deploy import ort_session, quantize_int8
-from .logs import BadInput, UserError, cli, setup_logging
-from .models import student_view, torch_load
+from src.common.config import Config, build_config, load_config, resolve_path
+from src.common.logs import BadInput, UserError, cli, setup_logging
+from src.data.dataset import build_dataset, collate_pairs
+from src.deploy.runtime import ort_session, quantize_int8
+from src.models.networks import student_view, torch_load
 
 _logger = logging.getLogger(__name__)
 for _name in ("onnxscript", "onnx_ir"):  # the exporter's graph passes log every step at INFO
@@ -314,7 +314,7 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 
 def network(model: nn.Module) -> nn.Module:
     """The classifier itself: a student from src.evaluate without its crop resize (`StudentInput`)."""
-    from .evaluate import StudentInput  # noqa: PLC0415 (cv2 and dlib only with weights)
+    from src.evaluate import StudentInput  # noqa: PLC0415 (cv2 and dlib only with weights)
 
     return model.model if isinstance(model, StudentInput) else model
 
@@ -390,7 +390,7 @@ def model_card(file: Path, fmt: str, weights: Path, ckpt: dict, arch: str, crop:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .evaluate import load_detector_model  # noqa: PLC0415 (cv2 and dlib only for the CLI)
+    from src.evaluate import load_detector_model  # noqa: PLC0415 (cv2 and dlib only for the CLI)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")

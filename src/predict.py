@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import FaceScore, MediaScores, count_arg, load_scorer, score_media
-from .faces import (
+from src.common.logs import UserError, cli, setup_logging
+from src.evaluate import FaceScore, MediaScores, count_arg, load_scorer, score_media
+from src.faces.detectors import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     Detector,
@@ -36,7 +37,6 @@ from .faces import (
     make_detector,
     read_frame_batches,
 )
-from .logs import UserError, cli, setup_logging
 
 
 def draw_faces(rgb: np.ndarray, faces: list[FaceScore]) -> np.ndarray:

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .distributed import Dist, finish, host_barrier, host_gather, init_distributed, leave
-from .faces import (
+from src.common.distributed import Dist, finish, host_barrier, host_gather, init_distributed, leave
+from src.common.logs import BadInput, MissingFile, UserError, cli, setup_logging
+from src.faces.detectors import (
     FACES_FILE,
     Detector,
     DlibDetector,
@@ -42,7 +43,6 @@ from .faces import (
     one_thread,
     read_frame_batches,
 )
-from .logs import BadInput, MissingFile, UserError, cli, setup_logging
 
 _logger = logging.getLogger(__name__)
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")

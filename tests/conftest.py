@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from src.distributed import init_distributed, leave
-from src.faces import REFERENCE_FACES, Face
+from src.common.distributed import init_distributed, leave
+from src.faces.detectors import REFERENCE_FACES, Face
 from src.synthetic import generate_dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
@@ -126,7 +126,7 @@ def keep_torch_threads():
 
 def student_checkpoint(path, student_image_size):
     """A stage-1-like checkpoint of a tiny test_resnet student at `path`; the model."""
-    from src.models import create_classifier
+    from src.models.networks import create_classifier
 
     model = create_classifier("test_resnet")
     torch.save({"model": model.state_dict(), "arch": "test_resnet", "epoch": 1, "val_auc": 0.5,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from src import bench_data, bench_train
-from src.config import Config
-from src.engine import compiled
+from src.common.config import Config
+from src.train.engine import compiled
 
 
 def test_bench_data_prints_both_mask_types_and_every_stage(tmp_path, capsys):

@@ -23,9 +23,9 @@ from src import (
     retinaface,
     synthetic,
 )
-from src.config import ConfigError
-from src.faces import UnreadableMedia
-from src.logs import BadInput, MissingFile, UserError, cli
+from src.common.config import ConfigError
+from src.common.logs import BadInput, MissingFile, UserError, cli
+from src.faces.detectors import UnreadableMedia
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import main_distillation
-from src.config import Config
-from src.dataset import (
+from src.common.config import Config
+from src.common.logs import UserError
+from src.data.dataset import (
     BadSampleTracker,
     DataQualityError,
     SBIDataset,
@@ -21,9 +22,8 @@ from src.dataset import (
     list_frames,
     video_dir,
 )
-from src.faces import FACES_FILE, REFERENCE_FACES
-from src.logs import UserError
-from src.models import create_classifier, training_faces
+from src.faces.detectors import FACES_FILE, REFERENCE_FACES
+from src.models.networks import create_classifier, training_faces
 from src.synthetic import generate_dataset
 
 from draws import assert_binomial, assert_pair_patterns

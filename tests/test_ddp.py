@@ -11,11 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from src import checkpoint
-from src.config import Config
-from src.dataset import BadSampleTracker, DataQualityError, SBIDataset
-from src.distributed import Dist, epoch_indices
-from src.engine import (
+from src.common import checkpoint
+from src.common.config import Config
+from src.common.distributed import Dist, epoch_indices
+from src.common.logs import UserError
+from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset
+from src.synthetic import generate_dataset
+from src.train.engine import (
     _resume_sums,
     ddp,
     eager_where_compile_fails,
@@ -24,8 +26,6 @@ from src.engine import (
     new_sums,
     train_one_epoch,
 )
-from src.logs import UserError
-from src.synthetic import generate_dataset
 
 from conftest import free_port, run_ranks
 
@@ -120,7 +120,7 @@ def _recording(seen: list[int]):
 
 def _signalling(sig: signal.Signals, step: int):
     """engine.student_view sending `sig` to this process in the train step `step` (which still finishes)."""
-    from src import engine
+    from src.train import engine
 
     calls, view = [], engine.student_view
 
@@ -136,7 +136,7 @@ def _signalling(sig: signal.Signals, step: int):
 def _train_recording(d: Dist, config: str, stop_at: int) -> list[int]:
     """Stage 1 in this process of 2, where rank 1 gets SIGTERM in its train step `stop_at`: the frames it trained."""
     import train_student_only
-    from src import engine
+    from src.train import engine
 
     seen = []
     SBIDataset.__getitem__ = _recording(seen)
@@ -148,7 +148,7 @@ def _train_recording(d: Dist, config: str, stop_at: int) -> list[int]:
 
 def test_resume_on_another_world_size_trains_every_sample_of_the_epoch_once(tmp_path, monkeypatch):
     import train_student_only
-    from src import engine
+    from src.train import engine
 
     root = generate_dataset(tmp_path / "data", videos=6, frames=8, frame_size=(96, 80), face_size=40)
     config = tmp_path / "config.json"
@@ -180,7 +180,7 @@ def _compile_with_a_broken_compiler_on_rank_1(d: Dist, cache: str) -> tuple[bool
     warnings = []
     handler = logging.Handler()
     handler.emit = lambda record: warnings.append(record.getMessage())
-    logging.getLogger("src.engine").addHandler(handler)
+    logging.getLogger("src.train.engine").addHandler(handler)
     torch.manual_seed(0)
     raw = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 14 * 14, 2))
     net = torch.compile(raw, backend="inductor" if d.rank == 1 else "eager")  # rank 0: no C++ compiler needed

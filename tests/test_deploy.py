@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from src import benchmark, deploy, export
-from src.deploy import ort_session
+from src import benchmark, export
+from src.deploy import runtime as deploy
+from src.deploy.runtime import ort_session
 from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
-from src.faces import REFERENCE_FACES
-from src.models import count_params, create_classifier
+from src.faces.detectors import REFERENCE_FACES
+from src.models.networks import count_params, create_classifier
 
 STUDENT, TEACHER = "mobilevitv2_050", "test_efficientnet"  # tiny: a MobileViTv2 and an EfficientNet with SE blocks
 

@@ -9,13 +9,13 @@ from torch import nn
 
 import main_distillation
 import train_student_only
-from src import checkpoint
-from src.config import Config
-from src.dataset import BadSampleTracker
-from src.distributed import Dist
-from src.engine import NonFiniteError, make_optimizer, sync_batchnorm, train_one_epoch
-from src.logs import UserError
-from src.models import load_teacher, student_view
+from src.common import checkpoint
+from src.common.config import Config
+from src.common.distributed import Dist
+from src.common.logs import UserError
+from src.data.dataset import BadSampleTracker
+from src.models.networks import load_teacher, student_view
+from src.train.engine import NonFiniteError, make_optimizer, sync_batchnorm, train_one_epoch
 
 TINY = "test_efficientnet"
 

@@ -24,8 +24,8 @@ from src.evaluate import (
     summarize,
 )
 from src.export import FastMobileVitV2Block
-from src.faces import REFERENCE_FACES, Face, choose_detector
-from src.models import create_classifier, student_view
+from src.faces.detectors import REFERENCE_FACES, Face, choose_detector
+from src.models.networks import create_classifier, student_view
 
 from conftest import CLIPS, SQUARE, GreyModel, SquareDetector, evaluate_cli, run_ranks, student_checkpoint
 

@@ -16,10 +16,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from src import evaluate, predict
+from src.common.logs import cli
 from src.evaluate import load_scorer, scoring_threads
-from src.faces import REFERENCE_FACES, choose_detector, frame_count, one_thread, read_frames
-from src.logs import cli
-from src.models import create_classifier
+from src.faces.detectors import REFERENCE_FACES, choose_detector, frame_count, one_thread, read_frames
+from src.models.networks import create_classifier
 
 from conftest import CLIPS, GreyModel, SquareDetector, clip_frame, evaluate_cli, write_video
 

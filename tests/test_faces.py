@@ -9,10 +9,18 @@ import numpy as np
 import pytest
 from skimage import data as skimage_data
 
-from src import faces
-from src.faces import DlibDetector, Face, UnreadableMedia, default_predictor, keep_large, make_detector, read_frames
+from src.data.sbi import box_crop
+from src.faces import detectors as faces
+from src.faces.detectors import (
+    DlibDetector,
+    Face,
+    UnreadableMedia,
+    default_predictor,
+    keep_large,
+    make_detector,
+    read_frames,
+)
 from src.preprocess import preprocess
-from src.sbi import box_crop
 
 from conftest import run_ranks, write_video
 

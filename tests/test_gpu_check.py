@@ -6,7 +6,7 @@ import dataclasses
 import torch
 
 from src import gpu_check
-from src.retinaface import RetinaFace
+from src.faces.retinaface import RetinaFace
 
 
 def test_without_cuda_it_says_so_and_exits_cleanly(capsys, monkeypatch):

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import train_student_only
-from src import checkpoint, engine
-from src.config import ConfigError, load_config
-from src.dataset import build_dataset
-from src.engine import evaluate, make_loader
-from src.logs import UserError
-from src.losses import kd_loss
-from src.models import load_checkpoint_model
+from src.common import checkpoint
+from src.common.config import ConfigError, load_config
+from src.common.logs import UserError
+from src.data.dataset import build_dataset
+from src.models.networks import load_checkpoint_model
+from src.train import engine
+from src.train.engine import evaluate, make_loader
+from src.train.losses import kd_loss
 
 from conftest import free_port
 

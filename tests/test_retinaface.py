@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.faces import RetinaFaceDetector
-from src.retinaface import INV_STD, MEAN, RetinaFace, RetinaFacePredictor, load_retinaface, priors
+from src.faces.detectors import RetinaFaceDetector
+from src.faces.retinaface import INV_STD, MEAN, RetinaFace, RetinaFacePredictor, load_retinaface, priors
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from itertools import product
 import numpy as np
 import pytest
 
-from src import sbi
+from src.data import sbi
 from src.synthetic import draw_face_sample
 
 from draws import assert_binomial, assert_pair_patterns, assert_uncorrelated

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from src import summary
+from src.common.logs import cli
 from src.evaluate import READERS
-from src.logs import cli
 
 from conftest import evaluate_cli
 

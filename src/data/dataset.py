@@ -13,10 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .config import Config
-from .faces import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
-from .logs import MissingFile, UserError, read_json
-from .sbi import (
+from src.common.config import Config
+from src.common.logs import MissingFile, UserError, read_json
+from src.data.sbi import (
     BadSample,
     augment,
     box_crop,
@@ -28,6 +27,7 @@ from .sbi import (
     self_blend,
     source_transform,
 )
+from src.faces.detectors import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
 
 _logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -313,7 +313,7 @@ def ensure_data(cfg: Config) -> Path:
     if root.exists():
         return root
     if cfg.synthetic_data:
-        from .synthetic import generate_dataset  # noqa: PLC0415 (only the demo needs it)
+        from src.synthetic import generate_dataset  # noqa: PLC0415 (only the demo needs it)
 
         _logger.info("synthetic data root %s is missing: generating it", root)
         return generate_dataset(root, videos=cfg.synthetic_videos, compression=cfg.compression, seed=cfg.seed)

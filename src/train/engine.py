@@ -24,10 +24,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import checkpoint
-from .config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
-from .dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
-from .distributed import (
+from src.common import checkpoint
+from src.common.config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
+from src.common.distributed import (
     Dist,
     all_true,
     any_true,
@@ -40,12 +39,13 @@ from .distributed import (
     leave,
     sync_buffers,
 )
-from .faces import fork_safe_opencv
-from .logs import MissingFile, UserError, setup_logging
-from .losses import kd_loss
-from .models import student_view
-from .sam import SAM, BNStats, frozen_bn_stats
-from .schedule import alpha_at, sbi_lr_lambda
+from src.common.logs import MissingFile, UserError, setup_logging
+from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
+from src.faces.detectors import fork_safe_opencv
+from src.models.networks import student_view
+from src.train.losses import kd_loss
+from src.train.sam import SAM, BNStats, frozen_bn_stats
+from src.train.schedule import alpha_at, sbi_lr_lambda
 
 _logger = logging.getLogger(__name__)
 
