@@ -48,7 +48,6 @@ from torch import nn
 
 from src.common.config import Config, build_config, load_config, resolve_path
 from src.common.logs import BadInput, UserError, cli, setup_logging
-from src.data.dataset import build_dataset, collate_pairs
 from src.deploy.runtime import ort_session, quantize_int8
 from src.models.networks import student_view, torch_load
 
@@ -231,6 +230,8 @@ def real_crops(cfg: Config, split: str, pairs: int, size: int) -> torch.Tensor |
     """The first `pairs` (real, fake) crops of `split` at `size` px, or None when the data root does not exist."""
     if not Path(cfg.data_root).exists():
         return None
+    from src.data.dataset import build_dataset, collate_pairs  # noqa: PLC0415 (the SBI pipeline only to calibrate)
+
     dataset = build_dataset(cfg, split)
     images = collate_pairs([dataset[i] for i in range(min(pairs, len(dataset)))])["images"]
     return student_view(images, size)
@@ -314,7 +315,7 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 
 def network(model: nn.Module) -> nn.Module:
     """The classifier itself: a student from src.evaluate without its crop resize (`StudentInput`)."""
-    from src.evaluate import StudentInput  # noqa: PLC0415 (cv2 and dlib only with weights)
+    from src.scoring.score import StudentInput  # noqa: PLC0415 (cv2 and dlib only with weights)
 
     return model.model if isinstance(model, StudentInput) else model
 
@@ -390,7 +391,7 @@ def model_card(file: Path, fmt: str, weights: Path, ckpt: dict, arch: str, crop:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from src.evaluate import load_detector_model  # noqa: PLC0415 (cv2 and dlib only for the CLI)
+    from src.scoring.score import load_detector_model  # noqa: PLC0415 (cv2 and dlib only for the CLI)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.common.logs import UserError, cli, setup_logging
-from src.evaluate import FaceScore, MediaScores, count_arg, load_scorer, score_media
+from src.common.logs import UserError, cli, count_arg, setup_logging
 from src.faces.detectors import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -37,6 +36,7 @@ from src.faces.detectors import (
     make_detector,
     read_frame_batches,
 )
+from src.scoring.score import FaceScore, MediaScores, load_scorer, score_media
 
 
 def draw_faces(rgb: np.ndarray, faces: list[FaceScore]) -> np.ndarray:

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from src.common.distributed import Dist, finish, host_barrier, host_gather, init_distributed, leave
+from src.common.layout import MANIPULATIONS
 from src.common.logs import BadInput, MissingFile, UserError, cli, setup_logging
 from src.faces.detectors import (
     FACES_FILE,
@@ -45,7 +46,6 @@ from src.faces.detectors import (
 )
 
 _logger = logging.getLogger(__name__)
-MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 KINDS = ("landmarks", "retina", "frames")  # frames last: its folder marks a finished video
 
 

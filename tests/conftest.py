@@ -149,9 +149,10 @@ def evaluate_cli(folder, out, monkeypatch, calls=None, *extra, weights=None):
         return found
 
     from src import evaluate
+    from src.scoring import score
 
     monkeypatch.setattr(evaluate, "make_detector", detector)
-    monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
+    monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
     evaluate.main(["--weights", str(weights), "--dataset", "folder", "--root", str(folder), "--frames", "4", "--out",
                    str(out), "--device", "cpu", "--workers", "0", *extra])
     return json.loads((out / "results.json").read_text())

@@ -10,22 +10,21 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from src import evaluate, predict
-from src.evaluate import (
-    StudentInput,
-    dataset_items,
-    default_batch,
-    eer,
-    evaluate_items,
-    fake_probabilities,
-    load_detector_model,
-    load_scorer,
-    metrics,
-    score_media,
-    summarize,
-)
+from src.evaluate import dataset_items, eer, evaluate_items, metrics, summarize
 from src.export import FastMobileVitV2Block
 from src.faces.detectors import REFERENCE_FACES, Face, choose_detector
 from src.models.networks import create_classifier, student_view
+from src.scoring import score
+from src.scoring.score import (
+    FaceScore,
+    MediaScores,
+    StudentInput,
+    default_batch,
+    fake_probabilities,
+    load_detector_model,
+    load_scorer,
+    score_media,
+)
 
 from conftest import CLIPS, SQUARE, GreyModel, SquareDetector, evaluate_cli, run_ranks, student_checkpoint
 
@@ -87,7 +86,7 @@ def test_eer_interpolates_where_fpr_meets_fnr():
 def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
     mk = lambda label, group, score: evaluate.VideoResult(  # noqa: E731
         evaluate.Item(f"{group}{score}", label, group),
-        evaluate.MediaScores([evaluate.FaceScore(0, [0, 0, 1, 1], score)], 1))
+        MediaScores([FaceScore(0, [0, 0, 1, 1], score)], 1))
     results = [mk(0, "real", 0.2), mk(0, "real", 0.6), mk(1, "Deepfakes", 0.9), mk(1, "FaceSwap", 0.4)]
     s = summarize(results)
     assert set(s["per_manipulation"]) == {"Deepfakes", "FaceSwap"}
@@ -97,7 +96,7 @@ def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
 
 def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys, keep_torch_threads):
     monkeypatch.setattr(evaluate, "make_detector", lambda *a, **k: SquareDetector())
-    monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
+    monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
     (tmp_path / "model.pth").write_bytes(b"a model")
     evaluate.main(["--weights", str(tmp_path / "model.pth"), "--dataset", "folder", "--root", str(folder), "--frames",
                    "4", "--out", str(tmp_path / "out"), "--profile", "--device", "cpu"])
@@ -302,10 +301,10 @@ def test_onnx_runtime_scores_the_exported_file_as_pytorch(folder, tmp_path):
     torch.manual_seed(0)
     model = create_classifier("test_resnet").eval()
     export_onnx(model, 32, tmp_path / "m.onnx")
-    onnx_model, crop, _ = evaluate.load_scorer(tmp_path / "m.onnx", "onnx")
+    onnx_model, crop, _ = score.load_scorer(tmp_path / "m.onnx", "onnx")
     items = dataset_items("folder", folder)
     eager = evaluate_items(items, SquareDetector(), model, 32, frames=4)
     ort = evaluate_items(items, SquareDetector(), onnx_model, crop, frames=4)
     assert crop == 32 and max(abs(a.score - b.score) for a, b in zip(eager, ort)) < 1e-4
     with pytest.raises(ValueError, match="exported .onnx file"):
-        evaluate.load_scorer(__file__, "onnx")
+        score.load_scorer(__file__, "onnx")

@@ -17,9 +17,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from src import evaluate, predict
 from src.common.logs import cli
-from src.evaluate import load_scorer, scoring_threads
+from src.evaluate import scoring_threads
 from src.faces.detectors import REFERENCE_FACES, choose_detector, frame_count, one_thread, read_frames
 from src.models.networks import create_classifier
+from src.scoring import score
+from src.scoring.score import load_scorer
 
 from conftest import CLIPS, GreyModel, SquareDetector, clip_frame, evaluate_cli, write_video
 
@@ -48,7 +50,7 @@ def run_cli(main, root_or_inputs, out, monkeypatch, *extra, weights, faces=REFER
     module = evaluate if main is evaluate.main else predict
     monkeypatch.setattr(module, "make_detector", detector)
     if faces is not None:
-        monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, faces))
+        monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, faces))
     if main is evaluate.main:
         main(["--weights", str(weights), "--dataset", "folder", "--root", str(root_or_inputs), "--frames", "4",
               "--out", str(out), "--device", "cpu", "--workers", "0", *extra])

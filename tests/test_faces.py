@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from skimage import data as skimage_data
 
-from src.data.sbi import box_crop
 from src.faces import detectors as faces
 from src.faces.detectors import (
     DlibDetector,
@@ -20,6 +19,7 @@ from src.faces.detectors import (
     make_detector,
     read_frames,
 )
+from src.faces.geometry import box_crop
 from src.preprocess import preprocess
 
 from conftest import run_ranks, write_video

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,23 +13,14 @@ import torch
 from torch.utils.data import Dataset
 
 from src.common.config import Config
-from src.common.logs import MissingFile, UserError, read_json
-from src.data.sbi import (
-    BadSample,
-    augment,
-    box_crop,
-    choose_box,
-    flip_points,
-    landmark_bounds,
-    pair_transform,
-    reorder_forehead,
-    self_blend,
-    source_transform,
-)
+from src.common.layout import SPLITS, split_videos, video_dir
+from src.common.logs import MissingFile, UserError
+from src.common.timing import Stopwatch
+from src.data.sbi import augment, pair_transform, self_blend, source_transform
 from src.faces.detectors import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
+from src.faces.geometry import BadSample, box_crop, choose_box, flip_points, landmark_bounds, reorder_forehead
 
 _logger = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 MAX_TRIES = 10  # replacements tried for one item, and blend resamples tried for one frame
 _WARNED_68: set[str] = set()  # data roots whose 68-point landmarks were already reported
 REGIONS_SOURCE = "source.json"  # in regions/: the faces.json that the regions' frames and landmarks were made with
@@ -47,18 +37,6 @@ class Sample:
     mask: np.ndarray  # float32 HW in [0, 1], the blend weight of the source
     mask_type: str
     failures: list  # (path, reason) of the frames that failed before this one was made
-
-
-def video_dir(root: str | Path, compression: str) -> Path:
-    return Path(root) / "original_sequences" / "youtube" / compression
-
-
-def split_videos(root: str | Path, split: str) -> list[str]:
-    """The 3-digit video ids of an official split file (a list of [id_a, id_b] pairs)."""
-    names = ", ".join(s + ".json" for s in SPLITS)
-    pairs = read_json(Path(root) / f"{split}.json", f"FF++'s official splits ({names}, in dataset/splits/ of the "
-                                                   f"FaceForensics repository)")
-    return sorted({vid for pair in pairs for vid in pair})
 
 
 def list_frames(root: str | Path, split: str, compression: str, frames_per_video: int,
@@ -135,19 +113,6 @@ def _load_points(path: Path, what: str, shapes: tuple[int, ...]) -> np.ndarray:
     if arr.ndim != 3 or len(arr) == 0 or arr.shape[1] not in shapes or arr.shape[2] != 2:
         raise BadSample(f"{what} file has shape {arr.shape}; expected (n_faces>=1, {' or '.join(map(str, shapes))}, 2)")
     return arr
-
-
-class Stopwatch:
-    """Adds the time since the previous lap to `totals[name]`; does nothing when totals is None."""
-
-    def __init__(self, totals: dict | None):
-        self.totals, self.last = totals, time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        if self.totals is not None:
-            now = time.perf_counter()
-            self.totals[name] += now - self.last
-            self.last = now
 
 
 def _resize_chw(img: np.ndarray, size: int) -> np.ndarray:

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from src.common.logs import BadInput, MissingFile, UserError
-from src.data.sbi import retina_from_landmarks
+from src.faces.geometry import retina_from_landmarks
 
 _logger = logging.getLogger(__name__)
 
