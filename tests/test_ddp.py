@@ -73,6 +73,7 @@ def _pass1_grads_after_a_skipped_pass2(d: Dist) -> dict:
             "logged": epoch_stats(sums, None, d)["skipped_steps"]}
 
 
+@pytest.mark.slow
 def test_a_skipped_second_pass_leaves_the_next_first_pass_local():
     r0, r1 = run_ranks(_pass1_grads_after_a_skipped_pass2)
     assert r0["skipped"] == r1["skipped"] == 1 and r0["steps"] == r1["steps"] == 1
@@ -92,6 +93,7 @@ def _bad_data_on_rank_1(d: Dist) -> str:
     return "no error"
 
 
+@pytest.mark.slow
 def test_bad_data_on_one_rank_stops_every_rank_together():
     r0, r1 = run_ranks(_bad_data_on_rank_1)
     assert "another process" in r0 and "10 of 212 samples failed" in r1  # its first step added 2 good samples
@@ -146,6 +148,7 @@ def _train_recording(d: Dist, config: str, stop_at: int) -> list[int]:
     return seen
 
 
+@pytest.mark.slow
 def test_resume_on_another_world_size_trains_every_sample_of_the_epoch_once(tmp_path, monkeypatch):
     import train_student_only
     from src.train import engine
@@ -189,6 +192,7 @@ def _compile_with_a_broken_compiler_on_rank_1(d: Dist, cache: str) -> tuple[bool
     return chosen is raw and untouched, warnings
 
 
+@pytest.mark.slow
 def test_compile_failing_at_the_first_call_on_one_rank_runs_every_rank_eager(tmp_path):
     (eager0, said0), (eager1, said1) = run_ranks(_compile_with_a_broken_compiler_on_rank_1, 2, str(tmp_path))
     assert eager0 and eager1
@@ -208,6 +212,7 @@ def _bn_statistics_follow_own_batches(d: Dist) -> bool:
                                                                                        alone.running_var)
 
 
+@pytest.mark.slow
 def test_ddp_leaves_each_process_its_own_bn_statistics():
     assert run_ranks(_bn_statistics_follow_own_batches) == [True, True]  # no broadcast of rank 0's at each forward
 
@@ -222,6 +227,7 @@ def test_each_process_picks_its_gpu_or_the_only_one_it_sees(monkeypatch):
     assert Dist(5, 8, 6).device == torch.device("cuda", 0)
 
 
+@pytest.mark.slow
 def test_sigterm_to_torchrun_mid_epoch_saves_that_step_and_resume_continues(tmp_path):
     root = generate_dataset(tmp_path / "data", videos=6, frames=24, frame_size=(96, 80), face_size=40)
     config = tmp_path / "config.json"

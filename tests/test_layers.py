@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYER = {"common": 0, "models": 1, "faces": 1, "data": 1, "scoring": 2, "deploy": 2, "train": 2}
 SIDEWAYS = {("data", "faces"), ("data", "models")}  # the only imports between packages of one layer
@@ -85,6 +87,7 @@ def loaded(module: str) -> list[str]:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_inference_loads_no_training_code():
     for module, banned in [("src.predict", ("albumentations", "sklearn", "src.data", "src.train", "src.evaluate")),
                            ("src.export", ("albumentations", "sklearn", "src.data", "src.train", "src.evaluate")),
