@@ -7,10 +7,17 @@ from __future__ import annotations
 import argparse
 import logging
 
-from src.dataset import check_teacher_faces
-from src.logs import cli
-from src.engine import Interrupted, fit, prepare_run, run_parser
-from src.models import build_student, create_classifier, load_checkpoint_model, load_teacher, torch_load, training_faces
+from src.common.logs import cli
+from src.data.dataset import check_teacher_faces
+from src.models.networks import (
+    build_student,
+    create_classifier,
+    load_checkpoint_model,
+    load_teacher,
+    torch_load,
+    training_faces,
+)
+from src.train.engine import Interrupted, fit, prepare_run, run_parser
 
 _logger = logging.getLogger(__name__)
 
@@ -26,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg, run_dir, state, d = prepare_run(args.config, args.name, args.set, args.resume)
     if not cfg.teacher_weights:
-        raise SystemExit("config key 'teacher_weights' is not set: point it at the SBI teacher (e.g. weights/FFc23.tar)")
+        raise SystemExit(
+            "config key 'teacher_weights' is not set: point it at the SBI teacher (e.g. weights/FFc23.tar)"
+        )
     teacher = load_teacher(cfg.teacher_weights, cfg.teacher_arch)
     check_teacher_faces(training_faces(torch_load(cfg.teacher_weights)), cfg)
     if state:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from src.logs import cli
-from src.engine import Interrupted, fit, prepare_run, run_parser
-from src.models import build_student, create_classifier
+from src.common.logs import cli
+from src.models.networks import build_student, create_classifier
+from src.train.engine import Interrupted, fit, prepare_run, run_parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,11 +18,11 @@ from collections import defaultdict
 import torch
 from torch.utils.data import DataLoader
 
-from .config import Config, load_config
-from .dataset import SBIDataset, build_dataset, collate_pairs, video_dir
-from .logs import cli
-from .regions import disk_mb, make_regions
-from .synthetic import generate_dataset, parse_size
+from src.common.config import Config, load_config
+from src.common.logs import cli
+from src.data.dataset import SBIDataset, build_dataset, collate_pairs, video_dir
+from src.regions import disk_mb, make_regions
+from src.synthetic import generate_dataset, parse_size
 
 STAGES = ("decode", "crops", "blend", "augment", "resize", "collate")
 

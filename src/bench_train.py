@@ -30,10 +30,12 @@ from typing import Callable, Iterator
 
 import torch
 
-from .config import Config, load_config
-from .dataset import BadSampleTracker
-from .distributed import finish, init_distributed
-from .engine import (
+from src.common.config import Config, load_config
+from src.common.distributed import finish, init_distributed
+from src.common.logs import cli
+from src.data.dataset import BadSampleTracker
+from src.models.networks import create_classifier, student_view
+from src.train.engine import (
     autocast,
     compiled,
     ddp,
@@ -42,9 +44,7 @@ from .engine import (
     sync_batchnorm,
     train_one_epoch,
 )
-from .logs import cli
-from .models import create_classifier, student_view
-from .sam import SAM, BNStats
+from src.train.sam import SAM, BNStats
 
 
 def _peak_memory_mb(device: torch.device) -> float:

@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .deploy import ort_session, quantize_int8
-from .logs import BadInput, MissingFile, UserError, cli, setup_logging
+from src.common.logs import BadInput, MissingFile, UserError, cli, setup_logging
+from src.deploy.runtime import ort_session, quantize_int8
 
 if TYPE_CHECKING:
     from torch import nn
@@ -72,9 +72,9 @@ class Model:
 def build(m: Model, net: nn.Module | None = None) -> nn.Module:
     """The eval-mode network of `m` (`net`, else loaded on the CPU) fed as src.export's file is: crops at m.crop px,
     resized to m.size inside (`StudentInput`) when they differ."""
-    from .evaluate import StudentInput, load_detector_model  # noqa: PLC0415
-    from .export import network  # noqa: PLC0415
-    from .models import create_classifier  # noqa: PLC0415
+    from src.export import network
+    from src.models.networks import create_classifier
+    from src.scoring.score import StudentInput, load_detector_model
 
     if net is None:
         net = create_classifier(m.arch) if m.weights is None else network(load_detector_model(m.weights)[0])
@@ -87,9 +87,9 @@ def resolve(role: str, arch: str, size: int, weights: str | None, crop: int | No
     if weights is None:
         m = Model(role, arch, size, crop or size)
         return m, build(m)
-    from .config import resolve_path  # noqa: PLC0415
-    from .evaluate import load_detector_model  # noqa: PLC0415
-    from .export import network  # noqa: PLC0415
+    from src.common.config import resolve_path
+    from src.export import network
+    from src.scoring.score import load_detector_model
 
     file = str(resolve_path(weights, f"{role} weights"))
     model, own, _ = load_detector_model(file)
@@ -118,10 +118,10 @@ def peak_memory(m: Model, path: str, onnx_file: str | None, device: str, bf16: b
         session = ort_session(onnx_file, threads)
         session.run(None, {"x": np.random.rand(1, 3, m.crop, m.crop).astype(np.float32)})
         return _rss_mb("VmHWM") - base, None
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: PLC0415
+    import torch
+    import torch.nn.functional as F
 
-    from . import evaluate, models  # noqa: F401, PLC0415 (imported before the baseline)
+    from src import evaluate  # noqa: F401 (imported before the baseline)
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -163,7 +163,7 @@ def take_turns(runners: dict[str, Callable[[], object]], runs: int, warmup: int)
 
 
 def eager_runner(net: nn.Module, size: int, batch: int, device: str, bf16: bool) -> Callable[[], None]:
-    import torch  # noqa: PLC0415
+    import torch
 
     dev = torch.device(device)
     x = torch.rand(batch, 3, size, size, device=dev)
@@ -184,7 +184,7 @@ def ort_runner(session, size: int, batch: int) -> Callable[[], object]:
 
 def random_weight_files(net: nn.Module, m: Model, paths: list[str], folder: Path) -> dict[str, str]:
     """{path: ONNX file} of a random-weight role: exported into `folder`, int8 calibrated on random crops."""
-    from .export import export_onnx  # noqa: PLC0415
+    from src.export import export_onnx
 
     fp32 = export_onnx(net, m.crop, folder / f"{m.role}.onnx")
     files = {"onnx": str(fp32)}
@@ -196,8 +196,8 @@ def random_weight_files(net: nn.Module, m: Model, paths: list[str], folder: Path
 
 def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
     """{path: ONNX file} of a role with weights: the files src.export wrote beside them, checked to come from them."""
-    from .checkpoint import file_sha256  # noqa: PLC0415
-    from .export import WEIGHTS_KEY, exported_path, onnx_metadata  # noqa: PLC0415
+    from src.common.checkpoint import file_sha256
+    from src.export import WEIGHTS_KEY, exported_path, onnx_metadata
 
     files, sha = {}, file_sha256(m.weights)
     for p in paths:
@@ -218,13 +218,13 @@ def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
 def auc_check(m: Model, files: dict[str, str], config: str | None, threads: int) -> dict:
     """Val AUC of the weights in float32 eager and of their ONNX `files` on the val split of `config` (default: the
     checkpoint's own training config)."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from .dataset import build_dataset  # noqa: PLC0415
-    from .engine import evaluate, make_loader  # noqa: PLC0415
-    from .evaluate import load_detector_model  # noqa: PLC0415
-    from .export import OrtClassifier, data_config, network  # noqa: PLC0415
-    from .models import torch_load  # noqa: PLC0415
+    from src.data.dataset import build_dataset
+    from src.export import OrtClassifier, data_config, network
+    from src.models.networks import torch_load
+    from src.scoring.score import load_detector_model
+    from src.train.engine import evaluate, make_loader
 
     row = dict(model=m.role, weights=m.weights, files={p: Path(f).name for p, f in files.items()})
     model, crop, _ = load_detector_model(m.weights)
@@ -274,9 +274,9 @@ def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[st
     """One row per path and model (`nets`: their networks as fed; `shipped`: {role: {path: ONNX file}} of the roles
     with weights, the others exported here): the file measured, params, input (fed, network), latency at batch 1,
     throughput at batch N, peak memory."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from .models import count_params  # noqa: PLC0415
+    from src.models.networks import count_params
 
     torch.set_num_threads(args.threads)
     params = {role: count_params(net) for role, net in nets.items()}
@@ -364,7 +364,7 @@ def markdown(rows: list[dict], ratio: dict, checks: list[dict], args: argparse.N
 
 
 def main(argv: list[str] | None = None) -> None:
-    import torch  # noqa: PLC0415
+    import torch
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", help="teacher weights (FFc23.tar, timm state dict or our checkpoint; glob ok), with "

@@ -13,10 +13,10 @@ import shlex
 import subprocess
 import sys
 
-from .config import load_config, resolve_path
-from .checkpoint import load
-from .models import count_params, create_classifier
-from .logs import cli
+from src.common.checkpoint import load
+from src.common.config import load_config, resolve_path
+from src.common.logs import cli
+from src.models.networks import count_params, create_classifier
 
 
 def run(*args: str) -> None:
@@ -29,7 +29,8 @@ def summary_row(label: str, pattern: str) -> str:
     ckpt = load(resolve_path(pattern, label))
     params = count_params(create_classifier(ckpt["arch"])) / 1e6
     size = ckpt["config"]["student_image_size"] or ckpt["config"]["image_size"]
-    return f"| {label:<19} | {ckpt['arch']:<16} | {params:5.2f}M | {size:>4} px | {ckpt['val_auc']:7.4f} | {ckpt['epoch']:5d} |"
+    return (f"| {label:<19} | {ckpt['arch']:<16} | {params:5.2f}M | {size:>4} px "
+            f"| {ckpt['val_auc']:7.4f} | {ckpt['epoch']:5d} |")
 
 
 def main(argv: list[str] | None = None) -> None:

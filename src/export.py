@@ -45,12 +45,11 @@ from timm.models.byobnet import BottleneckBlock, ByobNet
 from timm.models.mobilevit import LinearSelfAttention, MobileVitV2Block
 from torch import nn
 
-from .checkpoint import file_sha256
-from .config import Config, build_config, load_config, resolve_path
-from .dataset import build_dataset, collate_pairs
-from .deploy import ort_session, quantize_int8
-from .logs import BadInput, UserError, cli, make_folder, setup_logging
-from .models import student_view, torch_load
+from src.common.checkpoint import file_sha256
+from src.common.config import Config, build_config, load_config, resolve_path
+from src.common.logs import BadInput, UserError, cli, make_folder, setup_logging
+from src.deploy.runtime import ort_session, quantize_int8
+from src.models.networks import student_view, torch_load
 
 _logger = logging.getLogger(__name__)
 for _name in ("onnxscript", "onnx_ir"):  # the exporter's graph passes log every step at INFO
@@ -231,6 +230,8 @@ def real_crops(cfg: Config, split: str, pairs: int, size: int) -> torch.Tensor |
     """The first `pairs` (real, fake) crops of `split` at `size` px, or None when the data root does not exist."""
     if not Path(cfg.data_root).exists():
         return None
+    from src.data.dataset import build_dataset, collate_pairs  # noqa: PLC0415 (the SBI pipeline only to calibrate)
+
     dataset = build_dataset(cfg, split)
     images = collate_pairs([dataset[i] for i in range(min(pairs, len(dataset)))])["images"]
     return student_view(images, size)
@@ -306,7 +307,7 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 
 def network(model: nn.Module) -> nn.Module:
     """The classifier itself: a student from src.evaluate without its crop resize (`StudentInput`)."""
-    from .evaluate import StudentInput  # noqa: PLC0415 (cv2 and dlib only with weights)
+    from src.scoring.score import StudentInput  # noqa: PLC0415 (cv2 and dlib only with weights)
 
     return model.model if isinstance(model, StudentInput) else model
 
@@ -382,7 +383,7 @@ def model_card(file: Path, fmt: str, weights: Path, ckpt: dict, arch: str, crop:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .evaluate import load_detector_model  # noqa: PLC0415 (cv2 and dlib only for the CLI)
+    from src.scoring.score import load_detector_model  # noqa: PLC0415 (cv2 and dlib only for the CLI)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")

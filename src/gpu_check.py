@@ -42,11 +42,11 @@ import cv2
 import numpy as np
 import torch
 
-from . import checkpoint
-from .config import Config, load_config
-from .logs import cli
-from .models import create_classifier
-from .synthetic import SyntheticVideo, generate_dataset
+from src.common import checkpoint
+from src.common.config import Config, load_config
+from src.common.logs import cli
+from src.models.networks import create_classifier
+from src.synthetic import SyntheticVideo, generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = (("float32 (TF32)", {}), ("bf16", {"amp": "bf16"}),
@@ -181,7 +181,7 @@ def fit_row(stage: int, mode: Mode, work: Path, nproc: int) -> str:
 
 def step_row(cfg: Config, change: dict, steps: int, cuda: bool) -> str:
     """Both stages' SAM step with `change` applied: seconds, images/s and peak memory."""
-    from .bench_train import measure  # noqa: PLC0415
+    from src.bench_train import measure  # noqa: PLC0415
 
     cells = []
     for stage in (1, 2):
@@ -207,8 +207,9 @@ def write_video(path: Path, size: tuple[int, int], frames: int, face_size: float
 
 def evaluate_row(mode: Mode, work: Path, retinaface_weights: str | None) -> str:
     """src.evaluate's scoring of a generated video with RetinaFace on the check's device and 2 workers: frames/s."""
-    from .evaluate import dataset_items, evaluate_items, load_scorer  # noqa: PLC0415
-    from .faces import make_detector  # noqa: PLC0415
+    from src.evaluate import dataset_items, evaluate_items  # noqa: PLC0415
+    from src.faces.detectors import make_detector  # noqa: PLC0415
+    from src.scoring.score import load_scorer  # noqa: PLC0415
 
     device = "cuda" if mode.cuda else "cpu"
     detector = make_detector("retinaface", retinaface_weights=retinaface_weights, device=device)
@@ -229,7 +230,7 @@ def evaluate_row(mode: Mode, work: Path, retinaface_weights: str | None) -> str:
 
 def benchmark_row(mode: Mode, work: Path, bf16: bool) -> str:
     """src.benchmark's eager path: student/teacher latency at batch 1, throughput and memory ratios."""
-    from . import benchmark  # noqa: PLC0415
+    from src import benchmark  # noqa: PLC0415
 
     c, out = mode.cfg, work / f"benchmark_{'bf16' if bf16 else 'fp32'}"
     argv = ["--device", "cuda" if mode.cuda else "cpu", "--paths", "eager", "--out", str(out),

@@ -23,10 +23,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import FaceScore, MediaScores, count_arg, load_scorer, score_media
-from .faces import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Detector, UnreadableMedia, add_detector_args, choose_detector,
-                    is_image, list_media, make_detector, read_frame_batches)
-from .logs import UserError, cli, setup_logging
+from src.common.logs import UserError, cli, count_arg, setup_logging
+from src.faces.detectors import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    Detector,
+    UnreadableMedia,
+    add_detector_args,
+    choose_detector,
+    is_image,
+    list_media,
+    make_detector,
+    read_frame_batches,
+)
+from src.scoring.score import FaceScore, MediaScores, load_scorer, score_media
 
 
 def draw_faces(rgb: np.ndarray, faces: list[FaceScore]) -> np.ndarray:

@@ -29,13 +29,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .distributed import Dist, finish, host_barrier, host_gather, init_distributed, leave
-from .faces import (FACES_FILE, Detector, DlibDetector, UnreadableMedia, add_detector_args, frame_count,
-                    fork_safe_opencv, make_detector, one_thread, read_frame_batches)
-from .logs import BadInput, MissingFile, UserError, cli, setup_logging
+from src.common.distributed import Dist, finish, host_barrier, host_gather, init_distributed, leave
+from src.common.layout import MANIPULATIONS
+from src.common.logs import BadInput, MissingFile, UserError, cli, setup_logging
+from src.faces.detectors import (
+    FACES_FILE,
+    Detector,
+    DlibDetector,
+    UnreadableMedia,
+    add_detector_args,
+    fork_safe_opencv,
+    frame_count,
+    make_detector,
+    one_thread,
+    read_frame_batches,
+)
 
 _logger = logging.getLogger(__name__)
-MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 KINDS = ("landmarks", "retina", "frames")  # frames last: its folder marks a finished video
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import load_config
-from .dataset import SPLITS, build_dataset
-from .logs import cli
+from src.common.config import load_config
+from src.common.logs import cli
+from src.data.dataset import SPLITS, build_dataset
 
 _logger = logging.getLogger(__name__)
 COLUMNS = ("real", "fake", "blend mask", "|fake - real| x4")

@@ -31,10 +31,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .dataset import REGIONS_SOURCE, check_regions_source, faces_digest, regions_match_frames, video_dir
-from .faces import FACES_FILE, fork_safe_opencv, one_thread
-from .logs import MissingFile, cli, setup_logging
-from .sbi import sample_region
+from src.common.logs import MissingFile, cli, setup_logging
+from src.data.dataset import REGIONS_SOURCE, check_regions_source, faces_digest, regions_match_frames, video_dir
+from src.faces.detectors import FACES_FILE, fork_safe_opencv, one_thread
+from src.faces.geometry import sample_region
 
 _logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .logs import UserError, cli
+from src.common.logs import UserError, cli
 
 METRICS = {"auc": "video_auc", "ap": "ap", "eer": "eer"}  # --metric -> results.json key (fractions)
 NUMBERS = ("video_auc", "frame_auc", "ap", "eer", "acc", "n_videos")  # compared between copies of one result

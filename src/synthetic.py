@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .faces import FACES_FILE
-from .sbi import FOREHEAD_ORDER, retina_from_landmarks  # arc = file[FOREHEAD_ORDER]
-from .logs import BadInput, cli
+from src.common.logs import BadInput, cli
+from src.faces.detectors import FACES_FILE
+from src.faces.geometry import FOREHEAD_ORDER, retina_from_landmarks  # arc = file[FOREHEAD_ORDER]
 
 # Face frame: jaw width 1, x to the image right, y down, z towards the camera. Points past the 81 landmarks:
 _HEAD, _HAIR, _NECK, _BODY = slice(81, 96), slice(96, 126), slice(126, 130), slice(130, 136)

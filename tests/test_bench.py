@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from src import bench_data, bench_train
-from src.config import Config
-from src.engine import compiled
+from src.common.config import Config
+from src.train.engine import compiled
 
 
 def test_bench_data_prints_both_mask_types_and_every_stage(tmp_path, capsys):
@@ -33,6 +33,7 @@ def test_bench_data_synthetic_removes_its_generated_data_even_on_ctrl_c(fails, t
         bench_data.main([str(config), "--synthetic", "160x128", "--face-size", "60", "--pairs", "2", "--workers", "0"])
     assert not any(temp.iterdir())
 
+@pytest.mark.slow
 def test_bench_train_prints_both_stages_and_the_ratio(tmp_path, capsys):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"model": "test_efficientnet", "teacher_arch": "test_efficientnet",

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from src import checkpoint
-from src.checkpoint import CheckpointSaver, atomic_save
+from src.common import checkpoint
+from src.common.checkpoint import CheckpointSaver, atomic_save
 
 
 def test_a_crash_mid_write_keeps_the_old_file(tmp_path, monkeypatch):

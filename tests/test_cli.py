@@ -9,11 +9,23 @@ import pytest
 
 import main_distillation
 import train_student_only
-from src import (bench_data, bench_train, benchmark, demo, evaluate, export, gpu_check, predict, preprocess, preview,
-                 retinaface, synthetic)
-from src.config import ConfigError
-from src.faces import UnreadableMedia
-from src.logs import BadInput, MissingFile, UserError, cli
+from src import (
+    bench_data,
+    bench_train,
+    benchmark,
+    demo,
+    evaluate,
+    export,
+    gpu_check,
+    predict,
+    preprocess,
+    preview,
+    retinaface,
+    synthetic,
+)
+from src.common.config import ConfigError
+from src.common.logs import BadInput, MissingFile, UserError, cli
+from src.faces.detectors import UnreadableMedia
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from src.config import Config, ConfigError, load_config, resolve_path
+from src.common.config import Config, ConfigError, load_config, resolve_path
 
 
 def write(tmp_path, values):

@@ -2,7 +2,6 @@
 import json
 import logging
 import shutil
-
 from collections import Counter
 from itertools import product
 
@@ -10,16 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from draws import assert_binomial, assert_pair_patterns
-
 import main_distillation
-from src.config import Config
-from src.faces import FACES_FILE, REFERENCE_FACES
-from src.dataset import (BadSampleTracker, DataQualityError, SBIDataset, check_teacher_faces, collate_pairs,
-                         ensure_data, list_frames, video_dir)
-from src.logs import UserError
-from src.models import create_classifier, training_faces
+from src.common.config import Config
+from src.common.logs import UserError
+from src.data.dataset import (
+    BadSampleTracker,
+    DataQualityError,
+    SBIDataset,
+    check_teacher_faces,
+    collate_pairs,
+    ensure_data,
+    list_frames,
+    video_dir,
+)
+from src.faces.detectors import FACES_FILE, REFERENCE_FACES
+from src.models.networks import create_classifier, training_faces
 from src.synthetic import generate_dataset
+
+from draws import assert_binomial, assert_pair_patterns
 
 SIZE = 64
 
@@ -118,7 +125,8 @@ def _frame(root, split="train", i=0):
 @pytest.mark.parametrize("damage, reason", [
     (lambda f: f.write_bytes(b"not a png"), "unreadable frame"),
     (lambda f: f.unlink(), "unreadable frame"),
-    (lambda f: (f.parents[2] / "landmarks" / f.parent.name / f"{f.stem}.npy").write_bytes(b"junk"), "unreadable landmark"),
+    (lambda f: (f.parents[2] / "landmarks" / f.parent.name / f"{f.stem}.npy").write_bytes(b"junk"),
+     "unreadable landmark"),
     (lambda f: (f.parents[2] / "landmarks" / f.parent.name / f"{f.stem}.npy").unlink(), "unreadable landmark"),
     (lambda f: np.save(f.parents[2] / "retina" / f.parent.name / f"{f.stem}.npy",
                        np.full((1, 7, 2), 5000, np.float32)), "outside the image"),

@@ -1,49 +1,33 @@
 """DDP under torchrun, proved on the CPU with gloo: what the ranks validate, SAM's skipped steps, collective errors,
 stopping by SIGTERM, and the device each process picks."""
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import torch
 from torch import nn
 
-from src import checkpoint
-from src.config import Config
-from src.dataset import BadSampleTracker, DataQualityError
-from src.distributed import Dist, init_distributed, leave
-from src.dataset import SBIDataset
-from src.distributed import epoch_indices
-from src.engine import (_resume_sums, ddp, eager_where_compile_fails, epoch_stats, make_optimizer, new_sums,
-                        train_one_epoch)
+from src.common import checkpoint
+from src.common.config import Config
+from src.common.distributed import Dist, epoch_indices
+from src.common.logs import UserError
+from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset
 from src.synthetic import generate_dataset
-from src.logs import UserError
+from src.train.engine import (
+    _resume_sums,
+    ddp,
+    eager_where_compile_fails,
+    epoch_stats,
+    make_optimizer,
+    new_sums,
+    train_one_epoch,
+)
 
-from test_resilience import _free_port
-
-
-def run_ranks(fn, world: int = 2, *args) -> list:
-    """fn(d, *args) in `world` fresh processes joined over gloo; their results in rank order."""
-    port = _free_port()
-    with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(_rank, fn, rank, world, port, *args) for rank in range(world)]
-        return [job.result(timeout=120) for job in jobs]
-
-
-def _rank(fn, rank: int, world: int, port: int, *args):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    d = init_distributed(cpu=True)
-    try:
-        return fn(d, *args)
-    finally:
-        leave(d)
+from conftest import free_port, run_ranks
 
 
 class Net(nn.Module):
@@ -89,6 +73,7 @@ def _pass1_grads_after_a_skipped_pass2(d: Dist) -> dict:
             "logged": epoch_stats(sums, None, d)["skipped_steps"]}
 
 
+@pytest.mark.slow
 def test_a_skipped_second_pass_leaves_the_next_first_pass_local():
     r0, r1 = run_ranks(_pass1_grads_after_a_skipped_pass2)
     assert r0["skipped"] == r1["skipped"] == 1 and r0["steps"] == r1["steps"] == 1
@@ -108,6 +93,7 @@ def _bad_data_on_rank_1(d: Dist) -> str:
     return "no error"
 
 
+@pytest.mark.slow
 def test_bad_data_on_one_rank_stops_every_rank_together():
     r0, r1 = run_ranks(_bad_data_on_rank_1)
     assert "another process" in r0 and "10 of 212 samples failed" in r1  # its first step added 2 good samples
@@ -136,7 +122,7 @@ def _recording(seen: list[int]):
 
 def _signalling(sig: signal.Signals, step: int):
     """engine.student_view sending `sig` to this process in the train step `step` (which still finishes)."""
-    from src import engine
+    from src.train import engine
 
     calls, view = [], engine.student_view
 
@@ -152,7 +138,7 @@ def _signalling(sig: signal.Signals, step: int):
 def _train_recording(d: Dist, config: str, stop_at: int) -> list[int]:
     """Stage 1 in this process of 2, where rank 1 gets SIGTERM in its train step `stop_at`: the frames it trained."""
     import train_student_only
-    from src import engine
+    from src.train import engine
 
     seen = []
     SBIDataset.__getitem__ = _recording(seen)
@@ -162,9 +148,10 @@ def _train_recording(d: Dist, config: str, stop_at: int) -> list[int]:
     return seen
 
 
+@pytest.mark.slow
 def test_resume_on_another_world_size_trains_every_sample_of_the_epoch_once(tmp_path, monkeypatch):
     import train_student_only
-    from src import engine
+    from src.train import engine
 
     root = generate_dataset(tmp_path / "data", videos=6, frames=8, frame_size=(96, 80), face_size=40)
     config = tmp_path / "config.json"
@@ -196,7 +183,7 @@ def _compile_with_a_broken_compiler_on_rank_1(d: Dist, cache: str) -> tuple[bool
     warnings = []
     handler = logging.Handler()
     handler.emit = lambda record: warnings.append(record.getMessage())
-    logging.getLogger("src.engine").addHandler(handler)
+    logging.getLogger("src.train.engine").addHandler(handler)
     torch.manual_seed(0)
     raw = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 14 * 14, 2))
     net = torch.compile(raw, backend="inductor" if d.rank == 1 else "eager")  # rank 0: no C++ compiler needed
@@ -205,6 +192,7 @@ def _compile_with_a_broken_compiler_on_rank_1(d: Dist, cache: str) -> tuple[bool
     return chosen is raw and untouched, warnings
 
 
+@pytest.mark.slow
 def test_compile_failing_at_the_first_call_on_one_rank_runs_every_rank_eager(tmp_path):
     (eager0, said0), (eager1, said1) = run_ranks(_compile_with_a_broken_compiler_on_rank_1, 2, str(tmp_path))
     assert eager0 and eager1
@@ -224,6 +212,7 @@ def _bn_statistics_follow_own_batches(d: Dist) -> bool:
                                                                                        alone.running_var)
 
 
+@pytest.mark.slow
 def test_ddp_leaves_each_process_its_own_bn_statistics():
     assert run_ranks(_bn_statistics_follow_own_batches) == [True, True]  # no broadcast of rank 0's at each forward
 
@@ -232,12 +221,13 @@ def test_each_process_picks_its_gpu_or_the_only_one_it_sees(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert Dist(5, 8, 2).device == torch.device("cuda", 2) and Dist(5, 8, 2, cpu=True).device.type == "cpu"
-    with pytest.raises(UserError, match="sees only 4 GPUs"):  # the launch, not our code: one error line
-        Dist(5, 8, 6).device
+    with pytest.raises(UserError, match="sees only 4 GPUs"):
+        _ = Dist(5, 8, 6).device
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # the scheduler shows each process one GPU
     assert Dist(5, 8, 6).device == torch.device("cuda", 0)
 
 
+@pytest.mark.slow
 def test_sigterm_to_torchrun_mid_epoch_saves_that_step_and_resume_continues(tmp_path):
     root = generate_dataset(tmp_path / "data", videos=6, frames=24, frame_size=(96, 80), face_size=40)
     config = tmp_path / "config.json"
@@ -248,7 +238,7 @@ def test_sigterm_to_torchrun_mid_epoch_saves_that_step_and_resume_continues(tmp_
 
     def torchrun(*args):
         return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                                 "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "train_student_only.py",
+                                 "--master_addr=127.0.0.1", f"--master_port={free_port()}", "train_student_only.py",
                                  str(config), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
 

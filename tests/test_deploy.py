@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from src import benchmark, checkpoint, deploy, export
-from src.deploy import ort_session
+from src import benchmark, export
+from src.common import checkpoint
+from src.deploy import runtime as deploy
+from src.deploy.runtime import ort_session
 from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
-from src.faces import REFERENCE_FACES
-from src.models import count_params, create_classifier
+from src.faces.detectors import REFERENCE_FACES
+from src.models.networks import count_params, create_classifier
 
 STUDENT, TEACHER = "mobilevitv2_050", "test_efficientnet"  # tiny: a MobileViTv2 and an EfficientNet with SE blocks
 
@@ -48,6 +50,7 @@ def test_fast_mobilevitv2_equals_timm_with_the_same_weights(size):
     assert not any(isinstance(m, nn.GroupNorm) for m in fast.modules())  # every affine folded into a 1x1 conv
 
 
+@pytest.mark.slow
 def test_exported_student_standardises_without_shape_or_affine_ops(tmp_path):
     """Each norm is InstanceNormalization between two Reshapes of constant shapes, read only by convolutions."""
     proto = onnx.load(export.export_onnx(_random_norms(create_classifier(STUDENT)), 64, tmp_path / "s.onnx"))
@@ -73,6 +76,7 @@ def teacher_onnx(tmp_path_factory) -> tuple[nn.Module, Path]:
 
 
 @pytest.mark.parametrize("arch", [STUDENT, TEACHER])
+@pytest.mark.slow
 def test_onnx_round_trip_matches_pytorch_at_any_batch(arch, teacher_onnx, tmp_path):
     if arch == TEACHER:
         model, path = teacher_onnx
@@ -103,6 +107,7 @@ def demo(tiny_config):
     return tmp
 
 
+@pytest.mark.slow
 def test_cli_writes_int8_checked_on_real_crops(demo, tmp_path, capsys):
     out = tmp_path / "student.onnx"
     export.main(["--weights", str(demo / "student.pth"), "--format", "onnx-int8", "--out", str(out),
@@ -117,6 +122,7 @@ def test_cli_writes_int8_checked_on_real_crops(demo, tmp_path, capsys):
     assert logits.shape == (3, 2) and torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_benchmark_times_and_auc_checks_the_shipped_files_as_they_are(demo, tmp_path, capsys, monkeypatch):
     data_root = json.loads((demo / "config.json").read_text())["data_root"]
     weights = tmp_path / "BEST.pth"
@@ -157,6 +163,7 @@ def test_benchmark_times_and_auc_checks_the_shipped_files_as_they_are(demo, tmp_
     assert "BEST_int8.onnx was not exported from" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_benchmark_of_random_weights_times_the_architecture_as_shipped_or_bare(tmp_path, capsys):
     benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student-arch", TEACHER,
                     "--student-size", "32", "--paths", "eager,onnx", "--runs", "1", "--warmup", "0", "--batch", "2",

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import SquareDetector, clip_frame, student_checkpoint, write_video
+
 ROOT = Path(__file__).resolve().parents[1]
 THIRD_PARTY = {"download-FaceForensics.py"}  # the FF++ authors' download script, sent on request
 
@@ -57,7 +59,7 @@ def test_each_documented_command_parses(source, module, argv, monkeypatch):
 
 
 def test_the_project_stands_alone_citing_no_design_file_outside_it():
-    files = [*ROOT.glob("*.md"), *ROOT.glob("*.py"), *(ROOT / "src").glob("*.py"), *(ROOT / "configs").glob("*.json")]
+    files = [*ROOT.glob("*.md"), *ROOT.glob("*.py"), *(ROOT / "src").rglob("*.py"), *(ROOT / "configs").glob("*.json")]
     cited = {f.name for f in files for name in ("PIPELINE_DESIGN", "SBI_REFERENCE", "shared/docs")
              if name in f.read_text()}
     assert not cited and len(files) > 30
@@ -76,12 +78,10 @@ def test_benchmark_on_cuda_says_loudly_what_it_skips(monkeypatch, caplog):
 
 
 def test_the_guides_python_snippet_scores_a_clip_in_eval_mode(tmp_path, monkeypatch, capsys):
-    from src import faces
-    from src.evaluate import StudentInput
-    from test_evaluate import SquareDetector, _checkpoint, clip_frame
-    from test_faces import write_video
+    from src.faces import detectors as faces
+    from src.scoring.score import StudentInput
 
-    model = _checkpoint(tmp_path / "BEST.pth", 40)  # crops at 48 px, the student at 40 inside
+    model = student_checkpoint(tmp_path / "BEST.pth", 40)  # crops at 48 px, the student at 40 inside
     write_video(tmp_path / "clip.mp4", [clip_frame((40, 90, 0))] * 8)
     monkeypatch.setattr(faces, "make_detector", lambda name: SquareDetector())  # no RetinaFace weights here
     snippet, = re.findall(r"```python\n(.*?)```", (ROOT / "KNOWLEDGE_DISTILLATION_GUIDE.md").read_text(), re.S)

@@ -9,14 +9,13 @@ from torch import nn
 
 import main_distillation
 import train_student_only
-from src import checkpoint
-from src.logs import UserError
-from src.config import Config
-from src.dataset import BadSampleTracker
-from src.models import load_teacher
-from src.distributed import Dist
-from src.engine import NonFiniteError, make_optimizer, sync_batchnorm, train_one_epoch
-from src.models import student_view
+from src.common import checkpoint
+from src.common.config import Config
+from src.common.distributed import Dist
+from src.common.logs import UserError
+from src.data.dataset import BadSampleTracker
+from src.models.networks import load_teacher, student_view
+from src.train.engine import NonFiniteError, make_optimizer, sync_batchnorm, train_one_epoch
 
 TINY = "test_efficientnet"
 
@@ -32,13 +31,20 @@ def run_dirs(config, name):
     return sorted((config.parent / "output").glob(f"{name}_*"))
 
 
-def test_stage1_writes_the_run_folder(config):
+@pytest.fixture(scope="module")
+def stage1(config) -> Path:
+    """The run folder of one stage-1 training on `config` (named s1), which the stage-2 tests start from."""
     train_student_only.main([str(config), "-n", "s1"])
-    run = run_dirs(config, "s1")[-1]
+    return run_dirs(config, "s1")[-1]
+
+
+def test_stage1_writes_the_run_folder(stage1):
+    run = stage1
     assert {p.name for p in run.iterdir()} == {"config.json", "log.csv", "train.log", "curves.png", "weights"}
     rows = list(csv.DictReader(open(run / "log.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert {"lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "skipped_steps", "seconds"} <= set(rows[0])
+    columns = {"lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "skipped_steps", "seconds"}
+    assert columns <= set(rows[0])
     weights = {p.name for p in (run / "weights").iterdir()}
     best = max(rows, key=lambda r: (float(r["val_auc"]), -int(r["epoch"])))
     assert weights == {f"{best['epoch']}_{float(best['val_auc']):.4f}_val.pth", "BEST.pth", "last.pth"}
@@ -60,7 +66,7 @@ def test_resume_continues_to_identical_weights(config):
     assert [r["epoch"] for r in csv.DictReader(open(half / "log.csv"))] == ["1", "2"]
 
 
-def test_stage2_distils_from_the_stage1_checkpoint(config, monkeypatch):
+def test_stage2_distils_from_the_stage1_checkpoint(config, stage1, monkeypatch):
     pattern = str(config.parent / "output" / "s1_*" / "weights" / "BEST.pth")
     calls = []
 
@@ -84,14 +90,13 @@ def test_stage2_distils_from_the_stage1_checkpoint(config, monkeypatch):
     assert Path(used["teacher_weights"]).is_file() and Path(used["teacher_weights"]).match("s1_*/weights/BEST.pth")
 
 
-def test_stage2_refuses_a_student_without_stage1(config):
+def test_stage2_refuses_a_student_without_stage1(config, stage1):
     with pytest.raises(SystemExit, match="Run stage 1 first"):
-        main_distillation.main([str(config), "-n", "x", "--set", "teacher_weights=" + str(
-            next((config.parent / "output").glob("s1_*/weights/BEST.pth")))])
+        main_distillation.main([str(config), "-n", "x", "--set", f"teacher_weights={stage1 / 'weights' / 'BEST.pth'}"])
 
 
-def test_stage2_stops_when_the_teacher_cannot_tell_fakes(config):
-    best = str(next((config.parent / "output").glob("s1_*/weights/BEST.pth")))
+def test_stage2_stops_when_the_teacher_cannot_tell_fakes(config, stage1):
+    best = str(stage1 / "weights" / "BEST.pth")
     with pytest.raises(UserError, match="loaded wrongly"):
         main_distillation.main([str(config), "-n", "x", "--set", f"teacher_weights={best}", "--set",
                                 f"pretrained_student_weights={best}", "--set", "min_teacher_auc=1.0"])

@@ -8,36 +8,27 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
-from torch import nn
 
 from src import evaluate, predict
-from src.evaluate import (StudentInput, dataset_items, default_batch, eer, evaluate_items, fake_probabilities,
-                          load_detector_model, load_scorer, metrics, score_media, summarize)
+from src.evaluate import dataset_items, eer, evaluate_items, metrics, summarize
 from src.export import FastMobileVitV2Block
-from src.faces import REFERENCE_FACES, Face, choose_detector
-from src.models import create_classifier, student_view
+from src.faces.detectors import REFERENCE_FACES, Face, choose_detector
+from src.models.networks import create_classifier, student_view
+from src.scoring import score
+from src.scoring.score import (
+    FaceScore,
+    MediaScores,
+    StudentInput,
+    default_batch,
+    fake_probabilities,
+    load_detector_model,
+    load_scorer,
+    score_media,
+)
 
-from test_faces import write_video
+from conftest import CLIPS, SQUARE, GreyModel, SquareDetector, evaluate_cli, run_ranks, student_checkpoint
 
-# A frame is three 64 x 64 squares of grey levels: two large faces (left, middle) and a small one (right) that the
-# half-area filter must drop. Level 0 means no face there; a face's fake probability is its level / 255.
-SQUARE, SMALL = 64, 16
-CLIPS = {  # name -> per frame (left, middle, right) levels; 8 frames, of which frames 0, 2, 5, 7 are sampled
-    "real/r0.avi": [(40, 60, 250)] * 4 + [(80, 20, 250)] * 4,
-    "real/r1.avi": [(0, 100, 0), (200, 0, 0), (0, 30, 0), (0, 0, 0), (200, 0, 0), (90, 0, 0), (200, 0, 0), (0, 0, 0)],
-    "fake/f0.avi": [(150, 0, 0)] * 4 + [(0, 230, 0)] * 4,
-    "fake/f1.avi": [(120, 70, 250)] * 8,
-    "fake/small.avi": [(0, 0, 250)] * 8,  # the small face alone is the largest one: kept
-    "fake/empty.avi": [(0, 0, 0)] * 8,
-}
 SAMPLED = [0, 2, 4, 7]  # linspace(0, 7, 4) rounded down, as the reference samples
-
-
-def clip_frame(levels) -> np.ndarray:
-    frame = np.zeros((SQUARE, 3 * SQUARE, 3), np.uint8)
-    for k, level in enumerate(levels):
-        frame[:, k * SQUARE:(k + 1) * SQUARE] = level
-    return frame
 
 
 def expected_score(levels_per_frame) -> float | None:
@@ -48,44 +39,6 @@ def expected_score(levels_per_frame) -> float | None:
         if kept:
             frame_scores.append(max(kept))
     return float(np.mean(frame_scores)) if frame_scores else None
-
-
-class SquareDetector:
-    """A face in each square whose grey level is not ~0; the right-hand one is small."""
-
-    def describe(self):
-        return {"detector": "squares"}
-
-    def detect_frames(self, frames):
-        return [self.detect(f) for f in frames]
-
-    def detect(self, rgb, image=False):
-        found = []
-        for k in range(3):
-            if rgb[SQUARE // 2, k * SQUARE + SQUARE // 2, 0] > 10:
-                half = 24 if k < 2 else SMALL // 2
-                c = (k * SQUARE + SQUARE // 2, SQUARE // 2)
-                box = [[c[0] - half, c[1] - half], [c[0] + half, c[1] + half]] + [c] * 5
-                found.append(Face(np.array(box, np.float32), None, 1.0))
-        return sorted(found, key=lambda f: -f.area)
-
-
-class GreyModel(nn.Module):
-    """Fake probability = mean of the red channel of the crop: logits (0, logit(p))."""
-
-    def forward(self, x):
-        p = x[:, 0].mean((1, 2)).clamp(1e-4, 1 - 1e-4)
-        return torch.stack([torch.zeros_like(p), torch.log(p / (1 - p))], 1)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("folder")
-    for name, levels in CLIPS.items():
-        (root / name).parent.mkdir(exist_ok=True)
-        write_video(root / name, [clip_frame(lv) for lv in levels])
-    cv2.imwrite(str(root / "real/photo.png"), clip_frame((30, 90, 0)))  # an image is one frame
-    return root
 
 
 def expected(root) -> dict:
@@ -133,7 +86,7 @@ def test_eer_interpolates_where_fpr_meets_fnr():
 def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
     mk = lambda label, group, score: evaluate.VideoResult(  # noqa: E731
         evaluate.Item(f"{group}{score}", label, group),
-        evaluate.MediaScores([evaluate.FaceScore(0, [0, 0, 1, 1], score)], 1))
+        MediaScores([FaceScore(0, [0, 0, 1, 1], score)], 1))
     results = [mk(0, "real", 0.2), mk(0, "real", 0.6), mk(1, "Deepfakes", 0.9), mk(1, "FaceSwap", 0.4)]
     s = summarize(results)
     assert set(s["per_manipulation"]) == {"Deepfakes", "FaceSwap"}
@@ -141,17 +94,9 @@ def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
     assert s["per_manipulation"]["FaceSwap"]["video_auc"] == 0.5
 
 
-@pytest.fixture
-def keep_torch_threads():
-    """The test process's torch threads as they were (evaluate.main gives its process the cores its workers leave)."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys, keep_torch_threads):
     monkeypatch.setattr(evaluate, "make_detector", lambda *a, **k: SquareDetector())
-    monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
+    monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
     (tmp_path / "model.pth").write_bytes(b"a model")
     evaluate.main(["--weights", str(tmp_path / "model.pth"), "--dataset", "folder", "--root", str(folder), "--frames",
                    "4", "--out", str(tmp_path / "out"), "--profile", "--device", "cpu"])
@@ -221,16 +166,9 @@ def test_videos_in_the_sbi_code_layout_are_refused_with_the_fix(tmp_path, capsys
         dataset_items("dfdcp", tmp_path)
 
 
-def _checkpoint(path, student_image_size):
-    model = create_classifier("test_resnet")
-    torch.save({"model": model.state_dict(), "arch": "test_resnet", "epoch": 1, "val_auc": 0.5,
-                "config": {"image_size": 48, "student_image_size": student_image_size}}, path)
-    return model
-
-
 def test_load_detector_model_feeds_the_student_as_in_training(tmp_path):
-    _checkpoint(tmp_path / "a.pth", 40)
-    _checkpoint(tmp_path / "b.pth", None)
+    student_checkpoint(tmp_path / "a.pth", 40)
+    student_checkpoint(tmp_path / "b.pth", None)
     model, size, faces = load_detector_model(tmp_path / "a.pth")  # crops at image_size 48, antialiased to 40 inside
     assert size == 48 and not model.training and not any(p.requires_grad for p in model.parameters())
     x = torch.rand(2, 3, 48, 48)
@@ -254,7 +192,7 @@ def test_scoring_runs_mobilevitv2_in_its_faster_exact_form_one_face_per_call_on_
 
 
 def test_predict_json_gives_overall_and_per_face_probabilities(folder, tmp_path, monkeypatch, capsys):
-    _checkpoint(tmp_path / "student.pth", 40)
+    student_checkpoint(tmp_path / "student.pth", 40)
     monkeypatch.setattr(predict, "make_detector", lambda *a, **k: SquareDetector())
     predict.main(["--weights", str(tmp_path / "student.pth"), "--json", "--frames", "4", "--device", "cpu",
                   "--save-vis", str(tmp_path / "vis"), str(folder / "real/photo.png"), str(folder / "real/r1.avi"),
@@ -302,7 +240,7 @@ def test_the_detector_defaults_to_the_one_that_made_the_training_data(caplog):
 
 
 def test_cli_without_retinaface_weights_says_where_to_get_them(tmp_path, monkeypatch, capsys):
-    _checkpoint(tmp_path / "student.pth", 40)  # records no face source: the reference's, so RetinaFace
+    student_checkpoint(tmp_path / "student.pth", 40)  # records no face source: the reference's, so RetinaFace
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         predict.main(["--weights", "student.pth", "--device", "cpu", "photo.png"])
@@ -331,50 +269,28 @@ def test_worker_processes_give_the_one_at_a_time_scores(folder):
             assert max((abs(f.score - g.score) for f, g in zip(r.scores.faces, s.faces)), default=0) <= 1e-5
 
 
-def _cli(folder, out, monkeypatch, calls=None, *extra, weights=None):
-    """results.json of the CLI on `folder` (SquareDetector, GreyModel) with `weights` (default: out/../model.pth)."""
-    if weights is None:
-        weights = out.parent / "model.pth"
-        if not weights.is_file():
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            weights.write_bytes(b"a model")
-
-    def detector(*args, **kwargs):
-        found = SquareDetector()
-        if calls is not None:
-            found.detect_frames = lambda frames: calls.append(len(frames)) or [found.detect(f) for f in frames]
-        return found
-
-    monkeypatch.setattr(evaluate, "make_detector", detector)
-    monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
-    evaluate.main(["--weights", str(weights), "--dataset", "folder", "--root", str(folder), "--frames", "4", "--out",
-                   str(out), "--device", "cpu", "--workers", "0", *extra])
-    return json.loads((out / "results.json").read_text())
-
-
 def test_an_interrupted_evaluation_resumes_where_it_stopped(folder, tmp_path, monkeypatch):
-    straight = _cli(folder, tmp_path / "a", monkeypatch)
+    straight = evaluate_cli(folder, tmp_path / "a", monkeypatch)
     assert (tmp_path / "a/roc.png").is_file() and (tmp_path / "a/evaluate.json").is_file()
     lines = (tmp_path / "a/videos.jsonl").read_text().splitlines()
     (tmp_path / "b").mkdir()
     shutil.copy(tmp_path / "a/evaluate.json", tmp_path / "b")
     (tmp_path / "b/videos.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:25])  # killed mid-line
     calls = []
-    resumed = _cli(folder, tmp_path / "b", monkeypatch, calls)
+    resumed = evaluate_cli(folder, tmp_path / "b", monkeypatch, calls)
     assert resumed == straight and len(calls) == len(lines) - 3  # the cut line's video is scored again
     with pytest.raises(SystemExit):
-        _cli(folder, tmp_path / "b", monkeypatch, None, "--frames", "2")  # other settings: refused
+        evaluate_cli(folder, tmp_path / "b", monkeypatch, None, "--frames", "2")  # other settings: refused
 
 
 def _evaluate_rank(d, folder, out):
     with pytest.MonkeyPatch.context() as mp:
-        return _cli(folder, out, mp)
+        return evaluate_cli(folder, out, mp)
 
 
 def test_two_processes_give_the_results_of_one(folder, tmp_path, monkeypatch):
-    from test_ddp import run_ranks
 
-    one = _cli(folder, tmp_path / "one", monkeypatch)
+    one = evaluate_cli(folder, tmp_path / "one", monkeypatch)
     two, also = run_ranks(_evaluate_rank, 2, folder, tmp_path / "two")
     assert two == also == one and len(list((tmp_path / "two").glob("videos.rank*.jsonl"))) == 2
 
@@ -385,10 +301,10 @@ def test_onnx_runtime_scores_the_exported_file_as_pytorch(folder, tmp_path):
     torch.manual_seed(0)
     model = create_classifier("test_resnet").eval()
     export_onnx(model, 32, tmp_path / "m.onnx")
-    onnx_model, crop, _ = evaluate.load_scorer(tmp_path / "m.onnx", "onnx")
+    onnx_model, crop, _ = score.load_scorer(tmp_path / "m.onnx", "onnx")
     items = dataset_items("folder", folder)
     eager = evaluate_items(items, SquareDetector(), model, 32, frames=4)
     ort = evaluate_items(items, SquareDetector(), onnx_model, crop, frames=4)
     assert crop == 32 and max(abs(a.score - b.score) for a, b in zip(eager, ort)) < 1e-4
     with pytest.raises(ValueError, match="exported .onnx file"):
-        evaluate.load_scorer(__file__, "onnx")
+        score.load_scorer(__file__, "onnx")

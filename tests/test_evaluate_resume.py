@@ -16,13 +16,14 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from src import evaluate, predict
-from src.evaluate import load_scorer, scoring_threads
-from src.faces import REFERENCE_FACES, choose_detector, frame_count, one_thread, read_frames
-from src.logs import cli
-from src.models import create_classifier
+from src.common.logs import cli
+from src.evaluate import scoring_threads
+from src.faces.detectors import REFERENCE_FACES, choose_detector, frame_count, one_thread, read_frames
+from src.models.networks import create_classifier
+from src.scoring import score
+from src.scoring.score import load_scorer
 
-from test_evaluate import CLIPS, GreyModel, SquareDetector, _cli, clip_frame, folder, keep_torch_threads  # noqa: F401
-from test_faces import write_video
+from conftest import CLIPS, GreyModel, SquareDetector, clip_frame, evaluate_cli, write_video
 
 DLIB_FACES = dict(detector="dlib", landmarks="shape_predictor_68_face_landmarks.dat", landmark_points=68)
 
@@ -49,7 +50,7 @@ def run_cli(main, root_or_inputs, out, monkeypatch, *extra, weights, faces=REFER
     module = evaluate if main is evaluate.main else predict
     monkeypatch.setattr(module, "make_detector", detector)
     if faces is not None:
-        monkeypatch.setattr(evaluate, "load_detector_model", lambda path: (GreyModel(), 32, faces))
+        monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, faces))
     if main is evaluate.main:
         main(["--weights", str(weights), "--dataset", "folder", "--root", str(root_or_inputs), "--frames", "4",
               "--out", str(out), "--device", "cpu", "--workers", "0", *extra])
@@ -81,7 +82,7 @@ def test_a_resume_with_another_model_file_behind_the_same_glob_is_refused(folder
     pattern = tmp_path / "run_*/BEST.pth"
     model_file(tmp_path / "run_a/BEST.pth", b"model A", mtime=1_000_000)
     finished, cut = tmp_path / "finished", tmp_path / "cut"
-    straight = _cli(folder, finished, monkeypatch, weights=pattern)
+    straight = evaluate_cli(folder, finished, monkeypatch, weights=pattern)
     shutil.copytree(finished, cut)
     lines = (cut / "videos.jsonl").read_text().splitlines(keepends=True)
     (cut / "videos.jsonl").write_text("".join(lines[:2]))  # killed after two videos
@@ -90,7 +91,7 @@ def test_a_resume_with_another_model_file_behind_the_same_glob_is_refused(folder
     model_file(tmp_path / "run_b/BEST.pth", b"model B", mtime=2_000_000)  # a newer run: the glob's newest match
     for out in (cut, finished):  # an interrupted run, and a finished one that would be reused whole
         with pytest.raises(SystemExit) as exit_info:
-            _cli(folder, out, monkeypatch, weights=pattern)
+            evaluate_cli(folder, out, monkeypatch, weights=pattern)
         line = refusal(capsys)
         assert exit_info.value.code == 2 and "model_sha256" in line and "run_a" in line and "run_b" in line
         assert f"another --out (or delete {out})" in line
@@ -98,7 +99,7 @@ def test_a_resume_with_another_model_file_behind_the_same_glob_is_refused(folder
 
     copy = shutil.copy(tmp_path / "run_a/BEST.pth", tmp_path / "elsewhere.pth")  # the same content, another name
     calls = []
-    resumed = _cli(folder, cut, monkeypatch, calls, weights=copy)
+    resumed = evaluate_cli(folder, cut, monkeypatch, calls, weights=copy)
     assert len(calls) == len(lines) - 2 and {**resumed, "weights": None} == {**straight, "weights": None}
 
 
@@ -127,11 +128,11 @@ def test_a_resume_under_other_scoring_settings_is_refused(folder, tmp_path, monk
 
 
 def test_a_resume_adds_no_blank_line_to_videos_jsonl(folder, tmp_path, monkeypatch):
-    _cli(folder, tmp_path / "a", monkeypatch)
+    evaluate_cli(folder, tmp_path / "a", monkeypatch)
     records = tmp_path / "a/videos.jsonl"
     lines = records.read_text().splitlines(keepends=True)
     records.write_text("".join(lines[:3]))  # killed between two videos
-    _cli(folder, tmp_path / "a", monkeypatch)
+    evaluate_cli(folder, tmp_path / "a", monkeypatch)
     text = records.read_text()
     assert text.endswith("\n") and "" not in text.splitlines() and len(text.splitlines()) == len(lines)
 

@@ -9,20 +9,20 @@ import numpy as np
 import pytest
 from skimage import data as skimage_data
 
-from src import faces
-from src.faces import DlibDetector, Face, UnreadableMedia, default_predictor, keep_large, make_detector, read_frames
+from src.faces import detectors as faces
+from src.faces.detectors import (
+    DlibDetector,
+    Face,
+    UnreadableMedia,
+    default_predictor,
+    keep_large,
+    make_detector,
+    read_frames,
+)
+from src.faces.geometry import box_crop
 from src.preprocess import preprocess
-from src.sbi import box_crop
 
-
-def write_video(path, frames: list[np.ndarray], fps: int = 10) -> None:
-    """RGB frames to a video: MPEG-4 Part 2 in .mp4, Motion JPEG in .avi (both written by OpenCV's FFmpeg)."""
-    h, w = frames[0].shape[:2]
-    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if str(path).endswith(".mp4") else "MJPG"))
-    writer = cv2.VideoWriter(str(path), fourcc, fps, (w, h))
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
+from conftest import run_ranks, write_video
 
 
 def gray_frames(n: int, step: int, size=(48, 32)) -> list[np.ndarray]:
@@ -268,7 +268,6 @@ def _preprocess_rank(d, root):
 
 
 def test_worker_processes_and_torchrun_shards_write_what_one_process_writes(tmp_path):
-    from test_ddp import run_ranks
 
     dlib = BrightFaceDetector()
     one = preprocess(_bright_root(tmp_path, "one"), "c23", dlib, dlib, frames=4)

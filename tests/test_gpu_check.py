@@ -3,10 +3,11 @@ resumed, the step rows, RetinaFace scoring with 2 workers, and one table in whic
 next."""
 import dataclasses
 
+import pytest
 import torch
 
 from src import gpu_check
-from src.retinaface import RetinaFace
+from src.faces.retinaface import RetinaFace
 
 
 def test_without_cuda_it_says_so_and_exits_cleanly(capsys, monkeypatch):
@@ -15,6 +16,7 @@ def test_without_cuda_it_says_so_and_exits_cleanly(capsys, monkeypatch):
     assert "no CUDA device" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_stage_2_under_torchrun_stops_by_sigterm_mid_epoch_and_resumes_to_the_end(tmp_path):
     result = gpu_check.fit_row(2, gpu_check.cpu_tiny_mode(), tmp_path, nproc=2)
     assert result.startswith("2 x 4 images (gloo): SIGTERM in epoch 1 after step ")
@@ -22,6 +24,7 @@ def test_stage_2_under_torchrun_stops_by_sigterm_mid_epoch_and_resumes_to_the_en
     assert "last.pth is written" in (tmp_path / "stage2.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_failing_row_prints_its_error_in_the_table_and_the_next_rows_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no RetinaFace weights under weights/ here
     gpu_check.main(["--cpu-tiny", "--rows", "evaluate,benchmark", "--work", str(tmp_path / "work")])

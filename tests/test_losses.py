@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from src.losses import kd_loss
+from src.train.losses import kd_loss
 
 T = 3.0
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.config import Config
-from src.models import (
+from src.common.config import Config
+from src.models.networks import (
     build_student,
     convert_sbi_state_dict,
     count_params,
@@ -171,7 +171,7 @@ def _imagenet_weights(tmp_path, arch: str = TINY, suffix: str = ".safetensors"):
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_student_loads_backbone_and_resets_classifier(tmp_path, caplog, suffix):
     saved, path = _imagenet_weights(tmp_path, suffix=suffix)
-    with caplog.at_level(logging.INFO, logger="src.models"):
+    with caplog.at_level(logging.INFO, logger="src.models.networks"):
         student = build_student(Config(model=TINY, student_imagenet_weights=str(path)))
     sd = student.state_dict()
     assert sd["head.fc.weight"].shape[0] == 2 and sd["head.fc.bias"].shape == (2,)
@@ -191,7 +191,7 @@ def test_student_rejects_weights_of_another_arch(tmp_path):
 
 
 def test_student_without_weights_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="src.models"):
+    with caplog.at_level(logging.WARNING, logger="src.models.networks"):
         student = build_student(Config(model=TINY, student_imagenet_weights=None))
     assert "NO ImageNet weights" in caplog.text
     assert count_params(student) > 0

@@ -8,10 +8,10 @@ import pytest
 from matplotlib.figure import Figure
 
 from src import predict
-from src.evaluate import FaceScore, Item, MediaScores, VideoResult, plot_roc
+from src.evaluate import Item, VideoResult, plot_roc
+from src.scoring.score import FaceScore, MediaScores
 
-from test_evaluate import SQUARE, SquareDetector, _checkpoint, clip_frame
-from test_faces import write_video
+from conftest import SQUARE, SquareDetector, clip_frame, student_checkpoint, write_video
 
 
 def video(group: str, score: float | None, unreadable: bool = False) -> VideoResult:
@@ -77,7 +77,7 @@ def test_one_class_dataset_gets_a_sentence_instead_of_curves_without_a_warning(r
 def test_save_vis_on_a_video_without_a_face_says_so_and_decodes_each_input_once(tmp_path, monkeypatch):
     write_video(tmp_path / "empty.avi", [clip_frame((0, 0, 0))] * 8)
     write_video(tmp_path / "faces.avi", [clip_frame((40, 200, 0))] * 8)
-    _checkpoint(tmp_path / "student.pth", 40)
+    student_checkpoint(tmp_path / "student.pth", 40)
     decoded, titles = [], []  # (path, frame position) of every frame decoded
     capture = cv2.VideoCapture
 

@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from src.config import ConfigError, load_config
-from src.dataset import SBIDataset, video_dir
-from src.faces import FACES_FILE
-from src.logs import UserError
+from src.common.config import ConfigError, load_config
+from src.common.logs import UserError
+from src.data.dataset import SBIDataset, video_dir
+from src.faces.detectors import FACES_FILE
 from src.regions import disk_mb, make_regions
 from src.synthetic import generate_dataset
 

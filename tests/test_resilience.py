@@ -3,7 +3,6 @@ import contextlib
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import warnings
@@ -12,13 +11,16 @@ import pytest
 import torch
 
 import train_student_only
-from src import checkpoint, engine
-from src.logs import UserError
-from src.config import ConfigError, load_config
-from src.dataset import build_dataset
-from src.engine import evaluate, make_loader
-from src.losses import kd_loss
-from src.models import load_checkpoint_model
+from src.common import checkpoint
+from src.common.config import ConfigError, load_config
+from src.common.logs import UserError
+from src.data.dataset import build_dataset
+from src.models.networks import load_checkpoint_model
+from src.train import engine
+from src.train.engine import evaluate, make_loader
+from src.train.losses import kd_loss
+
+from conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +33,10 @@ def runs(config, name):
     return sorted((config.parent / "output").glob(f"{name}_*"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_cpu_processes(config):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "train_student_only.py", str(config), "-n", "ddp"]
+           f"--master_port={free_port()}", "train_student_only.py", str(config), "-n", "ddp"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run = runs(config, "ddp")[-1]  # one folder: only rank 0 writes
@@ -93,7 +89,8 @@ def test_a_stop_signal_reaching_workers_as_they_start_does_not_kill_them(config,
     cfg = load_config(config, ["num_workers=2"])
     dataset = build_dataset(cfg, "train")
     batches = list(make_loader(dataset, cfg, epoch=0))
-    assert len(batches) == len(dataset) // (cfg.batch_size // 2) and signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
+    assert len(batches) == len(dataset) // (cfg.batch_size // 2)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
 
 
 def test_fp16_is_refused_and_bf16_is_ignored_on_cpu(config, caplog):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.faces import RetinaFaceDetector
-from src.retinaface import INV_STD, MEAN, RetinaFace, RetinaFacePredictor, load_retinaface, priors
+from src.faces.detectors import RetinaFaceDetector
+from src.faces.retinaface import INV_STD, MEAN, RetinaFace, RetinaFacePredictor, load_retinaface, priors
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,7 @@ def astronaut_frame() -> np.ndarray:
     return frame
 
 
+@pytest.mark.slow
 def test_detections_equal_the_retinaface_pytorch_package(package, tmp_path):
     """One random state dict for both: heads scaled so boxes stay near their anchors and a few hundred anchors pass
     0.7; then faces, boxes, keypoints and scores at the video setting (2048) and the photo setting (1280)."""

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from src.sam import SAM, frozen_bn_stats
+from src.train.sam import SAM, frozen_bn_stats
 
 RHO, LR = 0.05, 0.1
 

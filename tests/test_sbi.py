@@ -8,36 +8,38 @@ from itertools import product
 import numpy as np
 import pytest
 
-from draws import assert_binomial, assert_pair_patterns, assert_uncorrelated
-from src import sbi
+from src.data import sbi
+from src.faces import geometry
 from src.synthetic import draw_face_sample
+
+from draws import assert_binomial, assert_pair_patterns, assert_uncorrelated
 
 
 @pytest.fixture(scope="module")
 def face():
     img, landmark, box = draw_face_sample(np.random.default_rng(0), (320, 256), 110)
-    return img, sbi.reorder_forehead(landmark.astype(np.int32)), box.astype(np.float32)
+    return img, geometry.reorder_forehead(landmark.astype(np.int32)), box.astype(np.float32)
 
 
 def test_forehead_reorder_makes_a_left_to_right_arc(face):
     _, lm, _ = face
     assert np.all(np.diff(lm[68:, 0]) > 0)
     assert lm[68:, 1].max() < lm[17:27, 1].min()  # above the brows
-    assert np.array_equal(sbi.reorder_forehead(lm[:68]), lm[:68])  # 68 points: nothing to reorder
+    assert np.array_equal(geometry.reorder_forehead(lm[:68]), lm[:68])  # 68 points: nothing to reorder
 
 
 def test_mirror_is_an_involution_that_swaps_sides():
-    assert sorted(sbi.MIRROR) == list(range(81))
-    assert np.array_equal(sbi.MIRROR[sbi.MIRROR], np.arange(81))
+    assert sorted(geometry.MIRROR) == list(range(81))
+    assert np.array_equal(geometry.MIRROR[geometry.MIRROR], np.arange(81))
     pairs = {0: 16, 17: 26, 27: 27, 31: 35, 36: 45, 39: 42, 37: 44, 40: 47, 48: 54, 51: 51, 57: 57, 60: 64, 62: 62,
              65: 67, 68: 80, 74: 74}
     for a, b in pairs.items():
-        assert sbi.MIRROR[a] == b and sbi.MIRROR[b] == a
+        assert geometry.MIRROR[a] == b and geometry.MIRROR[b] == a
 
 
 def test_hflip_keeps_landmark_semantics(face):
     img, lm, box = face
-    f_img, f_lm, f_box = sbi.hflip(img, lm, box)
+    f_img, f_lm, f_box = geometry.hflip(img, lm, box)
     w = img.shape[1]
     assert np.array_equal(f_img, img[:, ::-1])
     assert np.array_equal(f_lm[36], [w - lm[45, 0], lm[45, 1]])  # the new left eye's outer corner
@@ -47,24 +49,24 @@ def test_hflip_keeps_landmark_semantics(face):
     assert f_box[0, 0] == w - box[1, 0] and f_box[1, 0] == w - box[0, 0] and f_box[0, 0] < f_box[1, 0]
     assert f_box[2, 0] < f_box[3, 0] and f_box[5, 0] < f_box[6, 0]  # eyes and mouth corners stay image-left first
     assert np.array_equal(f_box[:, 1], box[[0, 1, 3, 2, 4, 6, 5], 1])
-    back = sbi.hflip(f_img, f_lm, f_box)
+    back = geometry.hflip(f_img, f_lm, f_box)
     assert np.array_equal(back[1], lm) and np.allclose(back[2], box) and np.array_equal(back[0], img)
 
 
 def test_landmark_crop_margins():
     lm = np.full((68, 2), 150, np.int32)
     lm[0], lm[1] = (100, 100), (200, 300)  # box 100 wide, 200 high
-    assert sbi.landmark_bounds(lm, 1000, 1000) == (50, 0, 251, 381)  # w/2 each side, h above (clipped), 0.4h below
+    assert geometry.landmark_bounds(lm, 1000, 1000) == (50, 0, 251, 381)  # w/2 each side, h above (clipped), 0.4h below
     lm[:, 1] += 400
-    assert sbi.landmark_bounds(lm, 1000, 1000) == (50, 300, 251, 781)
+    assert geometry.landmark_bounds(lm, 1000, 1000) == (50, 300, 251, 781)
 
 
 def test_box_crop_val_margins_and_train_range():
     img = np.zeros((400, 400, 3), np.uint8)
     box = np.array([[100, 100], [180, 200], *[[0, 0]] * 5], np.float32)
-    assert sbi.box_crop(img, box, None) == (90, 87, 191, 213)  # w/8, h/8 per side
+    assert geometry.box_crop(img, box, None) == (90, 87, 191, 213)  # w/8, h/8 per side
     for seed in range(20):
-        x0, y0, x1, y1 = sbi.box_crop(img, box, np.random.default_rng(seed))
+        x0, y0, x1, y1 = geometry.box_crop(img, box, np.random.default_rng(seed))
         assert 100 - 16 <= x0 <= 100 - 4 and 100 - 20 <= y0 <= 100 - 5  # w/4 * U(0.2, 0.8)
         assert 180 + 4 <= x1 <= 180 + 17 and 200 + 5 <= y1 <= 200 + 21
 
@@ -72,8 +74,8 @@ def test_box_crop_val_margins_and_train_range():
 def test_box_outside_image_is_a_bad_sample():
     img = np.zeros((100, 100, 3), np.uint8)
     box = np.array([[300, 300], [400, 400], *[[0, 0]] * 5], np.float32)
-    with pytest.raises(sbi.BadSample, match="outside the image"):
-        sbi.box_crop(img, box, None)
+    with pytest.raises(geometry.BadSample, match="outside the image"):
+        geometry.box_crop(img, box, None)
 
 
 def test_choose_box_prefers_the_landmark_face():
@@ -81,7 +83,7 @@ def test_choose_box_prefers_the_landmark_face():
     boxes = np.zeros((2, 7, 2), np.float32)
     boxes[0, :2] = [[0, 0], [50, 50]]
     boxes[1, :2] = [[95, 90], [205, 225]]
-    assert np.array_equal(sbi.choose_box(lm, boxes), boxes[1])
+    assert np.array_equal(geometry.choose_box(lm, boxes), boxes[1])
 
 
 @pytest.mark.parametrize("kind", sbi.MASK_TYPES)
@@ -121,7 +123,7 @@ def test_self_blend_is_reproducible(face):
 
 def test_degenerate_landmarks_give_a_bad_sample_not_nan(face):
     img, lm, _ = face
-    with pytest.raises(sbi.BadSample, match="empty"):
+    with pytest.raises(geometry.BadSample, match="empty"):
         sbi.self_blend(img, np.full_like(lm, -1000), np.random.default_rng(0), mask_type="hull")
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from src import summary
+from src.common.logs import cli
 from src.evaluate import READERS
-from src.logs import cli
 
-from test_evaluate import _cli, folder  # noqa: F401 (folder: the fixture of generated clips)
+from conftest import evaluate_cli
 
 TEACHER, STUDENT = "weights/FFc23.tar", "output/distill_mobilevit_20260101-120000/weights/BEST.pth"
 RETINAFACE = {"detector": "retinaface", "max_size": 2048}
@@ -141,8 +141,8 @@ def test_published_figures_and_dataset_names_match_the_guide_and_the_evaluator()
 
 
 
-def test_the_table_reads_what_src_evaluate_writes(folder, tmp_path, monkeypatch, capsys):  # noqa: F811
-    results = _cli(folder, tmp_path / "output/evaluate_folder", monkeypatch)
+def test_the_table_reads_what_src_evaluate_writes(folder, tmp_path, monkeypatch, capsys):
+    results = evaluate_cli(folder, tmp_path / "output/evaluate_folder", monkeypatch)
     capsys.readouterr()
     summary.main([str(tmp_path / "output/evaluate_folder")])
     printed = capsys.readouterr().out

@@ -24,8 +24,8 @@ def test_layout_shapes_and_dtypes(data):
     frames, landmarks, retina = (_frames(data, k) for k in ("frames", "landmarks", "retina"))
     assert [f.relative_to(f.parents[1]).as_posix() for f in frames][:2] == ["000/000.png", "000/001.png"]
     assert len(frames) == len(landmarks) == len(retina) == 12
-    for f, l, r in zip(frames, landmarks, retina):
-        img, lm, box = cv2.imread(str(f)), np.load(l), np.load(r)
+    for f, lm_file, r in zip(frames, landmarks, retina):
+        img, lm, box = cv2.imread(str(f)), np.load(lm_file), np.load(r)
         assert img.shape == (128, 160, 3)
         assert lm.dtype == np.int32 and lm.shape[1:] == (81, 2) and box.dtype == np.float32
         assert box.shape == (len(lm), 7, 2)
@@ -59,10 +59,10 @@ def test_forehead_reorder_gives_left_to_right_arc_above_brows(data):
 def test_largest_face_first_and_a_second_face_occurs(tmp_path):
     root = generate_dataset(tmp_path, videos=16, frames=1, frame_size=(320, 192), face_size=60)
     n_faces = []
-    for l, r in zip(_frames(root, "landmarks"), _frames(root, "retina")):
+    for lm_file, r in zip(_frames(root, "landmarks"), _frames(root, "retina")):
         box = np.load(r)
         area = np.prod(box[:, 1] - box[:, 0], axis=1)
-        assert np.all(np.diff(area) < 0) and len(np.load(l)) == len(box)
+        assert np.all(np.diff(area) < 0) and len(np.load(lm_file)) == len(box)
         n_faces.append(len(box))
     assert 2 in n_faces
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from src.distributed import Dist, host_barrier, host_gather
+from src.common.distributed import Dist, host_barrier, host_gather
 
 TIMEOUT_S, LATE_S = 2, 6  # the default group's timeout, and how much later than the others one rank arrives
 

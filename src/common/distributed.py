@@ -11,7 +11,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .logs import UserError
+from src.common.logs import UserError
 
 
 @dataclass(frozen=True)

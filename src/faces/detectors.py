@@ -32,8 +32,8 @@ from typing import Iterator, Protocol
 import cv2
 import numpy as np
 
-from .logs import BadInput, MissingFile, UserError
-from .sbi import retina_from_landmarks
+from src.common.logs import BadInput, MissingFile, UserError
+from src.faces.geometry import retina_from_landmarks
 
 _logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class RetinaFaceDetector:
     own longest side for single photos; frames go through the network `batch_size` at a time."""
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 1):
-        from .retinaface import VIDEO_MAX_SIZE, RetinaFacePredictor  # noqa: PLC0415 (torchvision only when asked for)
+        from src.faces.retinaface import VIDEO_MAX_SIZE, RetinaFacePredictor  # noqa: PLC0415 (torchvision only when asked for)
 
         self.predict = RetinaFacePredictor(find_retinaface_weights(weights), device=device)
         self.device = self.predict.device

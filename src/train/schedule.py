@@ -10,7 +10,9 @@ DESIGN_ALPHA_TABLE = ((1, 0.95), (5, 0.90), (10, 0.85), (15, 0.75), (20, 0.65), 
 def validate_alpha_schedule(schedule: Any) -> None:
     """Raise ValueError naming the entry unless `schedule` is a non-empty list of [epoch, alpha] pairs."""
     if not isinstance(schedule, (list, tuple)) or not schedule:
-        raise ValueError(f"must be a non-empty list of [epoch, alpha] pairs, e.g. [[1, 0.9], [21, 0.5]]; got {schedule!r}")
+        raise ValueError(
+            f"must be a non-empty list of [epoch, alpha] pairs, e.g. [[1, 0.9], [21, 0.5]]; got {schedule!r}"
+        )
     prev = 0
     for i, entry in enumerate(schedule):
         if not isinstance(entry, (list, tuple)) or len(entry) != 2:

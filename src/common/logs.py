@@ -1,6 +1,7 @@
 """What every command shares: logging (INFO to stderr, and to a run's log file) and its handling of user errors."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -66,3 +67,17 @@ def setup_logging(log_file: Path | None = None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+def count_arg(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from timm.models import model_entrypoint
 from torch import nn
 
-from .config import Config, resolve_path
-from .faces import REFERENCE_FACES
-from .logs import BadInput, MissingFile
+from src.common.config import Config, resolve_path
+from src.common.logs import BadInput, MissingFile
+from src.faces.detectors import REFERENCE_FACES
 
 _logger = logging.getLogger(__name__)
 

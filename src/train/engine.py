@@ -24,17 +24,28 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import checkpoint
-from .config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
-from .dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
-from .faces import fork_safe_opencv
-from .distributed import (Dist, all_true, any_true, barrier, broadcast, epoch_indices, finish, gather, init_distributed,
-                          leave, sync_buffers)
-from .logs import MissingFile, UserError, setup_logging
-from .losses import kd_loss
-from .models import student_view
-from .sam import SAM, BNStats, frozen_bn_stats
-from .schedule import alpha_at, sbi_lr_lambda
+from src.common import checkpoint
+from src.common.config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
+from src.common.distributed import (
+    Dist,
+    all_true,
+    any_true,
+    barrier,
+    broadcast,
+    epoch_indices,
+    finish,
+    gather,
+    init_distributed,
+    leave,
+    sync_buffers,
+)
+from src.common.logs import MissingFile, UserError, setup_logging
+from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
+from src.faces.detectors import fork_safe_opencv
+from src.models.networks import student_view
+from src.train.losses import kd_loss
+from src.train.sam import SAM, BNStats, frozen_bn_stats
+from src.train.schedule import alpha_at, sbi_lr_lambda
 
 _logger = logging.getLogger(__name__)
 
@@ -196,9 +207,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
 
         def loss_of(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             if teacher is None:
-                ce = F.cross_entropy(logits.float(), labels)
+                ce = F.cross_entropy(logits.float(), labels)  # noqa: B023 (called in this iteration only)
                 return ce, ce, torch.zeros((), device=device)
-            return kd_loss(logits, t_logits, labels, alpha, cfg.temperature)
+            return kd_loss(logits, t_logits, labels, alpha, cfg.temperature)  # noqa: B023 (as above)
 
         # pass 1: gradient at w, local to each rank (SAM's authors perturb with each worker's own gradient);
         # BN running statistics move in this pass only
@@ -237,7 +248,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
             consecutive += 1
             if consecutive >= cfg.max_consecutive_nonfinite:
                 raise NonFiniteError(
-                    f"{consecutive} consecutive steps had a non-finite loss or gradient (epoch {epoch}). Likely causes: "
+                    f"{consecutive} consecutive steps had a non-finite loss or gradient (epoch {epoch}). "
+                    "Likely causes: "
                     f"lr too high (now {optimizer.param_groups[0]['lr']:.2e}); in stage 2, a student that was not "
                     f"pre-trained in stage 1 (its logits are far from the teacher's, see the guide's NaN section); "
                     f"or corrupt input data. Lower lr, start stage 2 from the stage-1 BEST.pth, or check the data.")

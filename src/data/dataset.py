@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,14 +12,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .config import Config
-from .faces import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
-from .logs import MissingFile, UserError, read_json
-from .sbi import (BadSample, augment, box_crop, choose_box, flip_points, landmark_bounds, pair_transform,
-                  reorder_forehead, self_blend, source_transform)
+from src.common.config import Config
+from src.common.layout import SPLITS, split_videos, video_dir
+from src.common.logs import MissingFile, UserError
+from src.common.timing import Stopwatch
+from src.data.sbi import augment, pair_transform, self_blend, source_transform
+from src.faces.detectors import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
+from src.faces.geometry import BadSample, box_crop, choose_box, flip_points, landmark_bounds, reorder_forehead
 
 _logger = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 MAX_TRIES = 10  # replacements tried for one item, and blend resamples tried for one frame
 _WARNED_68: set[str] = set()  # data roots whose 68-point landmarks were already reported
 REGIONS_SOURCE = "source.json"  # in regions/: the faces.json that the regions' frames and landmarks were made with
@@ -37,18 +37,6 @@ class Sample:
     mask: np.ndarray  # float32 HW in [0, 1], the blend weight of the source
     mask_type: str
     failures: list  # (path, reason) of the frames that failed before this one was made
-
-
-def video_dir(root: str | Path, compression: str) -> Path:
-    return Path(root) / "original_sequences" / "youtube" / compression
-
-
-def split_videos(root: str | Path, split: str) -> list[str]:
-    """The 3-digit video ids of an official split file (a list of [id_a, id_b] pairs)."""
-    names = ", ".join(s + ".json" for s in SPLITS)
-    pairs = read_json(Path(root) / f"{split}.json", f"FF++'s official splits ({names}, in dataset/splits/ of the "
-                                                   f"FaceForensics repository)")
-    return sorted({vid for pair in pairs for vid in pair})
 
 
 def list_frames(root: str | Path, split: str, compression: str, frames_per_video: int,
@@ -127,19 +115,6 @@ def _load_points(path: Path, what: str, shapes: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
-class Stopwatch:
-    """Adds the time since the previous lap to `totals[name]`; does nothing when totals is None."""
-
-    def __init__(self, totals: dict | None):
-        self.totals, self.last = totals, time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        if self.totals is not None:
-            now = time.perf_counter()
-            self.totals[name] += now - self.last
-            self.last = now
-
-
 def _resize_chw(img: np.ndarray, size: int) -> np.ndarray:
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
     chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
@@ -158,7 +133,8 @@ class SBIDataset(Dataset):
             raise ValueError(f"split must be one of {SPLITS}, not '{split}'")
         self.frames, self.layout = list_frames(root, split, compression, frames_per_video, layout), layout
         self.faces = read_face_source(video_dir(root, compression))  # which detector and landmarks made the data
-        self.train, self.image_size, self.mask_type, self.seed, self.epoch = split == "train", image_size, mask_type, seed, 0
+        self.train, self.image_size, self.mask_type = split == "train", image_size, mask_type
+        self.seed, self.epoch = seed, 0
         self.source_aug, self.pair_aug = source_transform(), pair_transform()
         self.profile = None  # a defaultdict(float) here collects seconds per stage (src.bench_data)
         n_points = _load_points(_aux_path(self.frames[0], "landmarks"), "landmark", (68, 81)).shape[1]
@@ -302,7 +278,7 @@ def ensure_data(cfg: Config) -> Path:
     if root.exists():
         return root
     if cfg.synthetic_data:
-        from .synthetic import generate_dataset  # noqa: PLC0415 (only the demo needs it)
+        from src.synthetic import generate_dataset  # noqa: PLC0415 (only the demo needs it)
 
         _logger.info("synthetic data root %s is missing: generating it", root)
         return generate_dataset(root, videos=cfg.synthetic_videos, compression=cfg.compression, seed=cfg.seed)
@@ -317,7 +293,8 @@ def check_teacher_faces(teacher: dict, cfg: Config) -> None:
     data = read_face_source(base)
     if DETECTOR_FOR_DATA.get(teacher["detector"]) == DETECTOR_FOR_DATA.get(data["detector"]):
         return
-    message = (f"the teacher {cfg.teacher_weights} was trained on faces found by {teacher['detector']}, but {base / FACES_FILE} "
+    message = (f"the teacher {cfg.teacher_weights} was trained on faces found by {teacher['detector']}, "
+               f"but {base / FACES_FILE} "
                f"says the student's data was made with {data['detector']}: the face boxes, so the crops the teacher "
                f"scores, differ from its training's and its soft labels are less reliable")
     if not cfg.allow_teacher_face_mismatch:

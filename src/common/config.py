@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .logs import BadInput, MissingFile
+from src.common.logs import BadInput, MissingFile
 
 _logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def build_config(values: dict, source: str = "config") -> Config:
     if cfg.batch_size % 2:
         raise ConfigError(f"config key 'batch_size' = {cfg.batch_size} must be even: a batch is real/fake pairs")
     if cfg.alpha_schedule is not None:
-        from .schedule import validate_alpha_schedule  # noqa: PLC0415 (schedule imports nothing from here)
+        from src.train.schedule import validate_alpha_schedule  # noqa: PLC0415 (schedule imports nothing from here)
 
         try:
             validate_alpha_schedule(cfg.alpha_schedule)
@@ -167,7 +167,9 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
     """Read one JSON config, apply `key=value` overrides, fill defaults and validate."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist (try configs/config_SBI.json or configs/config_demo.json)")
+        raise ConfigError(
+            f"config file '{path}' does not exist (try configs/config_SBI.json or configs/config_demo.json)"
+        )
     try:
         values = json.loads(path.read_text())
     except json.JSONDecodeError as e:
