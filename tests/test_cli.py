@@ -101,7 +101,7 @@ def test_the_module_entry_point_is_the_wrapped_one(bad):
 
 
 def test_an_output_folder_is_made_with_its_parents_or_refused_naming_the_option(tmp_path):
-    from src.logs import make_folder
+    from src.common.logs import make_folder
 
     assert make_folder(tmp_path / "a/b/c", "--out").is_dir()  # src.export --out into a folder not made yet
     (tmp_path / "file").write_text("x")
