@@ -111,3 +111,11 @@ def test_the_code_runs_on_python_3_10_and_refuses_older():
     old = subprocess.run([sys.executable, "-c", "import sys; sys.version_info = (3, 9, 18); import src"], cwd=ROOT,
                          capture_output=True, text=True)
     assert old.returncode == 1 and "needs Python 3.10 or newer" in old.stderr
+
+
+def test_every_test_the_docs_cite_exists():
+    text = (ROOT / "README.md").read_text() + (ROOT / "KNOWLEDGE_DISTILLATION_GUIDE.md").read_text()
+    cited = set(re.findall(r"tests/(test_\w+\.py)::(\w+)", text))
+    missing = [f"{f}::{name}" for f, name in sorted(cited) if not (ROOT / "tests" / f).is_file()
+               or not re.search(rf"^def {name}\b", (ROOT / "tests" / f).read_text(), re.M)]
+    assert len(cited) > 20 and not missing, missing
