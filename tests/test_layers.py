@@ -16,7 +16,6 @@ PENDING = {
     ("src.common.config", "src.train.schedule"),  # validate_alpha_schedule belongs to the config
     ("src.data.dataset", "src.synthetic"),  # generate_dataset for the demo: the generator's library is a command
     ("src.faces.retinaface", "src.models.networks"),  # strict_load, torch_load belong to common.checkpoint
-    ("src.models.networks", "src.faces.detectors"),  # REFERENCE_FACES belongs to a faces record below both
     ("src.scoring.score", "src.export"),  # fast_mobilevitv2 and OrtClassifier belong to deploy
 }
 

@@ -1,10 +1,14 @@
-"""The FF++ folder layout: its splits, manipulations, and where the real videos and the official split files lie."""
+"""The FF++ folder layout: its splits, manipulations, and where the real videos and the official split files lie;
+and what a preprocessed folder without a faces.json holds."""
 from pathlib import Path
 
 from src.common.logs import read_json
 
 SPLITS = ("train", "val", "test")
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+PREDICTOR_81 = Path("weights/shape_predictor_81_face_landmarks.dat")
+# What a folder without faces.json holds: the SBI reference's preprocessing (RetinaFace boxes, dlib 81 points)
+REFERENCE_FACES = dict(detector="retinaface", max_size=2048, landmarks=PREDICTOR_81.name, landmark_points=81)
 
 
 def video_dir(root: str | Path, compression: str) -> Path:

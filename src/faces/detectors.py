@@ -32,6 +32,7 @@ from typing import Iterator, Protocol
 import cv2
 import numpy as np
 
+from src.common.layout import PREDICTOR_81, REFERENCE_FACES
 from src.common.logs import BadInput, MissingFile, UserError
 from src.faces.geometry import retina_from_landmarks
 
@@ -40,13 +41,10 @@ _logger = logging.getLogger(__name__)
 DETECTORS = ("dlib", "retinaface")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-PREDICTOR_81 = Path("weights/shape_predictor_81_face_landmarks.dat")
 # The release's own file name first, then the .pth inside it (and that name zipped again)
 RETINAFACE_FILES = tuple(Path("weights") / f"retinaface_resnet50_2020-07-20{end}"
                          for end in ("-f168fae3c.zip", ".pth", ".zip"))
 FACES_FILE = "faces.json"  # beside frames/: the detector and landmark model that made a preprocessed folder
-# What a folder without FACES_FILE holds: the SBI reference's preprocessing (RetinaFace boxes, dlib 81 points)
-REFERENCE_FACES = dict(detector="retinaface", max_size=2048, landmarks=PREDICTOR_81.name, landmark_points=81)
 DETECTOR_FOR_DATA = {"retinaface": "retinaface", "dlib": "dlib", "synthetic": "dlib"}  # test-time detector
 _REPORTED: set[str] = set()  # folders without FACES_FILE already logged
 SEEK_GAP = 48  # frames: a wanted frame further ahead than this is reached by seeking, nearer ones by grab()

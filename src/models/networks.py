@@ -21,8 +21,8 @@ from timm.models import model_entrypoint
 from torch import nn
 
 from src.common.config import Config, resolve_path
+from src.common.layout import REFERENCE_FACES
 from src.common.logs import BadInput, MissingFile
-from src.faces.detectors import REFERENCE_FACES
 
 _logger = logging.getLogger(__name__)
 
