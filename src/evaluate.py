@@ -52,8 +52,9 @@ from tqdm import tqdm
 from src.common.checkpoint import file_sha256
 from src.common.config import resolve_path
 from src.common.distributed import broadcast, finish, host_barrier, init_distributed, leave
-from src.common.layout import MANIPULATIONS, split_videos, video_dir
+from src.common.layout import COMPRESSIONS, MANIPULATIONS, split_videos, video_dir
 from src.common.logs import BadInput, MissingFile, UserError, cli, count_arg, make_folder, read_json, setup_logging
+from src.common.plots import pyplot
 from src.common.timing import Stopwatch
 from src.faces.detectors import (
     Detector,
@@ -383,11 +384,7 @@ def plot_roc(out: Path, results: list[VideoResult]) -> None:
     """roc.png: video-level ROC curves, all fakes and each manipulation (AUC in the legend), and a histogram of the
     video scores, real vs fake; videos without a score (no face, unreadable: 0.5) are counted in text, not drawn in
     the 0.5 bin. A dataset of one class gets a sentence in place of the curves."""
-    import matplotlib  # noqa: PLC0415 (only needed here)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+    plt = pyplot()
 
     fig, (ax_roc, ax_hist) = plt.subplots(1, 2, figsize=(11, 4.5))
     reals = [r for r in results if r.item.label == 0]
@@ -420,7 +417,7 @@ def plot_roc(out: Path, results: list[VideoResult]) -> None:
         ax_hist.text(0.5, 0.97, "not drawn, scored 0.5:\n" + "\n".join(notes), ha="center", va="top",
                      transform=ax_hist.transAxes, bbox=dict(facecolor="white", alpha=0.8, edgecolor="grey"))
     ax_hist.set(xlabel="video score (fake probability)", ylabel="videos", title="video scores", xlim=(0, 1))
-    ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_hist.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
     if scored:
         ax_hist.legend(loc="upper left")
     fig.tight_layout()
@@ -522,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=count_arg(1), default=32, help="frames per video, at linspace (default 32)")
     ap.add_argument("--out", help="output folder (default output/evaluate_<dataset>_<time>); an interrupted run's "
                                   "folder resumes it")
-    ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23", help="ff and dfd only")
+    ap.add_argument("--compression", choices=COMPRESSIONS, default="c23", help="ff and dfd only")
     add_detector_args(ap, default=None)
     ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                     help="onnx: score with the exported ONNX or int8 file of src.export in ONNX Runtime (CPU)")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from src.common.logs import UserError, cli, count_arg, setup_logging
+from src.common.plots import pyplot
 from src.faces.detectors import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -71,10 +72,7 @@ def save_visuals(path: str | Path, scores: MediaScores, frames: Iterable[list[tu
         cv2.imwrite(str(folder / path.stem / f"{index:06d}.png"),
                     draw_faces(rgb, [f for f in scores.faces if f.frame == index]))
         read.append(index)
-    import matplotlib  # noqa: PLC0415 (only needed here)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()
 
     per_frame = sorted(scores.frame_scores().items())
     score = scores.score()

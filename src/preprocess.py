@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from src.common.distributed import Dist, finish, host_barrier, host_gather, init_distributed, leave
-from src.common.layout import MANIPULATIONS
+from src.common.layout import COMPRESSIONS, MANIPULATIONS
 from src.common.logs import BadInput, MissingFile, UserError, cli, setup_logging
 from src.faces.detectors import (
     FACES_FILE,
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", required=True, help="FF++ root (holding original_sequences/)")
-    ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23")
+    ap.add_argument("--compression", choices=COMPRESSIONS, default="c23")
     ap.add_argument("--frames", type=int, default=32, help="frames per video, at linspace (default 32)")
     add_detector_args(ap)
     ap.add_argument("--sequences", nargs="+", help="e.g. youtube Deepfakes (default: youtube and the four FF++ "

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from src.common.layout import COMPRESSIONS
 from src.common.logs import MissingFile, cli, setup_logging
 from src.data.dataset import REGIONS_SOURCE, check_regions_source, faces_digest, regions_match_frames, video_dir
 from src.faces.detectors import FACES_FILE, fork_safe_opencv, one_thread
@@ -107,7 +108,7 @@ def disk_mb(folder: Path) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", required=True, help="FF++ root (holding original_sequences/)")
-    ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23")
+    ap.add_argument("--compression", choices=COMPRESSIONS, default="c23")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes (default: %(default)s)")
     a = ap.parse_args(argv)
     setup_logging()

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from src.common.layout import COMPRESSIONS
 from src.common.logs import BadInput, cli
 from src.faces.detectors import FACES_FILE
 from src.faces.geometry import FOREHEAD_ORDER, retina_from_landmarks  # arc = file[FOREHEAD_ORDER]
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frame-size", type=parse_size, default=(320, 256), help="WxH, e.g. 1280x720")
     ap.add_argument("--face-size", type=float, default=110, help="approximate face (jaw) width in pixels")
     ap.add_argument("--landmarks", type=int, choices=(81, 68), default=81)
-    ap.add_argument("--compression", choices=("raw", "c23", "c40"), default="c23")
+    ap.add_argument("--compression", choices=COMPRESSIONS, default="c23")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from src.common.layout import COMPRESSIONS
 from src.common.logs import BadInput, MissingFile
 
 _logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 class Config:
     # --- data (the SBI recipe) ---
     data_root: str = "data/FaceForensics++"
-    compression: str = field(default="c23", metadata=_choice("raw", "c23", "c40"))
+    compression: str = field(default="c23", metadata=_choice(*COMPRESSIONS))
     synthetic_data: bool = False  # generate the data root with src.synthetic when it is missing
     synthetic_videos: int = field(default=96, metadata=_range(6, 100000))  # how many videos to generate then
     image_size: int = field(default=380, metadata=_range(32, 2048))  # SBI crop size, the teacher's input

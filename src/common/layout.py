@@ -5,6 +5,7 @@ from pathlib import Path
 from src.common.logs import read_json
 
 SPLITS = ("train", "val", "test")
+COMPRESSIONS = ("raw", "c23", "c40")  # FF++'s quality folders; c23 is the published protocol's
 MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 PREDICTOR_81 = Path("weights/shape_predictor_81_face_landmarks.dat")
 # What a folder without faces.json holds: the SBI reference's preprocessing (RetinaFace boxes, dlib 81 points)

@@ -40,6 +40,7 @@ from src.common.distributed import (
     sync_buffers,
 )
 from src.common.logs import MissingFile, UserError, setup_logging
+from src.common.plots import pyplot
 from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
 from src.faces.detectors import fork_safe_opencv
 from src.models.networks import student_view
@@ -401,10 +402,7 @@ def _truncate_log(run_dir: Path, epoch: int) -> None:
 
 def plot_curves(run_dir: Path) -> None:
     """curves.png: train/val loss and val AUC per epoch, from log.csv."""
-    import matplotlib  # noqa: PLC0415 (only needed here)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()
 
     with open(run_dir / "log.csv") as f:
         rows = list(csv.DictReader(f))
