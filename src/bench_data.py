@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from src.common.config import Config, load_config
 from src.common.logs import cli
 from src.data.dataset import SBIDataset, build_dataset, collate_pairs, video_dir
+from src.data.synthetic import generate_dataset, parse_size
 from src.regions import disk_mb, make_regions
-from src.synthetic import generate_dataset, parse_size
 
 STAGES = ("decode", "crops", "blend", "augment", "resize", "collate")
 

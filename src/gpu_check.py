@@ -45,8 +45,8 @@ import torch
 from src.common import checkpoint
 from src.common.config import Config, load_config
 from src.common.logs import cli
+from src.data.synthetic import SyntheticVideo, generate_dataset
 from src.models.networks import create_classifier
-from src.synthetic import SyntheticVideo, generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = (("float32 (TF32)", {}), ("bf16", {"amp": "bf16"}),

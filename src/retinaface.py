@@ -4,8 +4,8 @@ import argparse
 import torch
 
 from src.common.logs import cli
+from src.data.synthetic import parse_size
 from src.faces.retinaface import VIDEO_MAX_SIZE, time_detection
-from src.synthetic import parse_size
 
 
 def main(argv: list[str] | None = None) -> None:

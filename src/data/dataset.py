@@ -278,7 +278,7 @@ def ensure_data(cfg: Config) -> Path:
     if root.exists():
         return root
     if cfg.synthetic_data:
-        from src.synthetic import generate_dataset  # noqa: PLC0415 (only the demo needs it)
+        from src.data.synthetic import generate_dataset  # noqa: PLC0415 (only the demo needs it)
 
         _logger.info("synthetic data root %s is missing: generating it", root)
         return generate_dataset(root, videos=cfg.synthetic_videos, compression=cfg.compression, seed=cfg.seed)
