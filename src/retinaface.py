@@ -3,8 +3,7 @@ import argparse
 
 import torch
 
-from src.common.logs import cli
-from src.data.synthetic import parse_size
+from src.common.logs import cli, parse_size
 from src.faces.retinaface import VIDEO_MAX_SIZE, time_detection
 
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from src.common.layout import COMPRESSIONS
-from src.common.logs import BadInput, cli
+from src.common.logs import BadInput, cli, parse_size
 from src.faces.detectors import FACES_FILE
 from src.faces.geometry import FOREHEAD_ORDER, retina_from_landmarks  # arc = file[FOREHEAD_ORDER]
 
@@ -280,12 +280,6 @@ def generate_dataset(out: str | Path, videos: int = 48, frames: int = 8, frame_s
     (root / FACES_FILE).write_text(json.dumps(dict(detector="synthetic", landmarks="synthetic",
                                                    landmark_points=n_landmarks, frames=frames)))
     return out
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720)."""
-    w, h = text.lower().split("x")
-    return int(w), int(h)
 
 
 def main(argv: list[str] | None = None) -> None:
