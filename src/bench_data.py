@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from src.common.config import Config, load_config
 from src.common.logs import cli, parse_size
 from src.data.dataset import SBIDataset, build_dataset, collate_pairs, video_dir
+from src.data.regions import disk_mb, make_regions
 from src.data.synthetic import generate_dataset
-from src.regions import disk_mb, make_regions
 
 STAGES = ("decode", "crops", "blend", "augment", "resize", "collate")
 
