@@ -181,7 +181,7 @@ def fit_row(stage: int, mode: Mode, work: Path, nproc: int) -> str:
 
 def step_row(cfg: Config, change: dict, steps: int, cuda: bool) -> str:
     """Both stages' SAM step with `change` applied: seconds, images/s and peak memory."""
-    from src.bench_train import measure  # noqa: PLC0415
+    from src.train.bench import measure  # noqa: PLC0415
 
     cells = []
     for stage in (1, 2):

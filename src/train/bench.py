@@ -1,0 +1,260 @@
+"""Training-step cost: seconds per SAM step, images per second and peak memory, for stage 1 or stage 2.
+
+    python -m src.bench_train configs/config_SBI.json [--stage 1|2] [--batch 4] [--steps 5] [--nproc 2]
+
+Runs the engine's own step (two forward+backward passes) on random inputs with random weights, so only compute
+is measured: one epoch of 2 + steps steps, timed per step; the step time is the median of the steady steps (not
+the first, not the last), apart from the epoch's set-up. Each measurement runs in a fresh process so that its peak
+memory is its own. Stage 1 also prints SAM's own work per step (the step less two student forward+backward passes
+and the resize to student_image_size), with the fused multi-tensor operations the engine uses and, for comparison,
+with the same operations one parameter at a time (SAM(foreach=False)). --stage 2 also
+measures stage 1 with the same student, batch and sizes, and prints the ratio next to the expected
+1 + teacher forward / (2 x student forward+backward), and the peak memory against the SBI teacher recipe
+(stage 1 of teacher_arch at image_size). --nproc N compares N processes with one, with the same work per process,
+so the scaling efficiency shows the cost of DDP's synchronisation: on CUDA one process per GPU over NCCL, else CPU
+processes of one thread each over gloo.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import resource
+import socket
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterator
+
+import torch
+
+from src.common.config import Config, load_config
+from src.common.distributed import finish, init_distributed
+from src.common.logs import cli
+from src.data.dataset import BadSampleTracker
+from src.models.networks import create_classifier, student_view
+from src.train.engine import (
+    autocast,
+    compiled,
+    ddp,
+    make_optimizer,
+    speed_settings,
+    sync_batchnorm,
+    train_one_epoch,
+)
+from src.train.sam import SAM, BNStats
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA allocation, or on the CPU this process's peak resident memory (torch itself included)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _timed(fn, steps: int, device: torch.device) -> float:
+    """Seconds per call of `fn` after one warm-up call (CUDA work is waited for)."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+class _Stamped:
+    """`batch`, `n` times, noting when each is asked for (after the device finished the step before)."""
+
+    def __init__(self, batch: dict, n: int, device: torch.device):
+        self.batch, self.n, self.device, self.times = batch, n, device, []
+
+    def __iter__(self):
+        for _ in range(self.n):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter())
+            yield self.batch
+
+
+@contextlib.contextmanager
+def _clocked(methods: list[tuple[object, str]], spans: list, device: torch.device) -> Iterator[None]:
+    """Each (object or class, method name) notes (start, seconds) of its calls in `spans` while inside; on CUDA each
+    call is waited for, before and after."""
+
+    def clock(fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            spans.append((start, time.perf_counter() - start))
+            return out
+        return timed
+
+    own = [(obj, name, vars(obj).get(name)) for obj, name in methods]
+    for obj, name, _ in own:
+        setattr(obj, name, clock(getattr(obj, name)))
+    try:
+        yield
+    finally:
+        for obj, name, original in own:
+            if original is None:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, original)
+
+
+def _epoch_timed(run, batch: dict, steps: int, device: torch.device, optimizer: SAM | None = None
+                 ) -> tuple[float, float, float | None]:
+    """Seconds per steady step, seconds of the epoch's set-up and end, and (with `optimizer`) seconds per steady
+    step in SAM's own work, of `run(loader)` over one epoch of steps + 2 steps (medians over the steady steps)."""
+    loader, spans = _Stamped(batch, steps + 2, device), []
+    sam_work = [(optimizer, "first_step"), (optimizer, "clip_grad_norm_"), (optimizer, "second_step"),
+                (BNStats, "save"), (BNStats, "restore")] if optimizer is not None else []
+    start = time.perf_counter()
+    with _clocked(sam_work, spans, device):
+        run(loader)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    total, t = time.perf_counter() - start, loader.times
+    # steps 2 .. steps + 1 (the first warms up, the last also ends the epoch); medians: robust to a busy machine
+    steady = list(zip(t[1:-1], t[2:]))
+    step = statistics.median(end - begin for begin, end in steady)
+    own = None
+    if sam_work:
+        own = statistics.median(sum(s for at, s in spans if begin <= at < end) for begin, end in steady)
+    return step, total - (t[-1] - t[1]) - 2 * step, own
+
+
+def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, port: int = 0,
+            threads: int | None = None, cpu: bool = False, foreach: bool = True, sam_clock: bool = False) -> dict:
+    """Seconds per training step (and its parts) of `stage`, in this process (rank `rank` of `world`).
+
+    The step is the engine's, with the config's amp, channels_last, compile and sync_bn; `cpu` keeps it off CUDA;
+    foreach=False: SAM's and the base optimizer's work one parameter at a time; sam_clock: also time SAM's own work
+    (out["sam"], seconds per step; on CUDA each of its calls is then waited for)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                          LOCAL_RANK=str(rank))
+    d = init_distributed(cpu=cpu)
+    torch.manual_seed(0)
+    device, memory = d.device, torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # several measurements in one process (src.gpu_check)
+    speed_settings(cfg, device)
+    model = sync_batchnorm(create_classifier(cfg.model).to(device, memory_format=memory), cfg, d)
+    teacher = None
+    if stage == 2:
+        teacher = create_classifier(cfg.teacher_arch).to(device, memory_format=memory).eval().requires_grad_(False)
+        teacher = compiled(teacher, cfg, device)
+    optimizer, _ = make_optimizer(model, cfg, foreach)
+    net = compiled(model, cfg, device)
+    wrapped = ddp(net, d)
+    n = cfg.batch_size // d.world
+    images = torch.rand(n, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=memory)
+    batch = {"images": images, "labels": torch.arange(n, device=device) % 2, "failures": []}
+    tracker = BadSampleTracker(1.0)
+    def epoch(loader: _Stamped) -> None:
+        train_one_epoch(wrapped, loader, optimizer, cfg, 1, tracker, teacher, d)
+
+    step, setup, sam = _epoch_timed(epoch, batch, steps, device, optimizer if sam_clock else None)
+    out = {"step": step, "setup": setup, "sam": sam, "peak_mb": _peak_memory_mb(device),
+           "memory": "CUDA memory" if device.type == "cuda" else "RSS"}
+    if d.world > 1:
+        finish(d)
+        return out
+    x, amp = student_view(images, cfg.student_size), autocast(cfg, device)
+
+    def student_fwd_bwd() -> None:
+        with amp:
+            logits = net(x)
+        logits.float().sum().backward()
+
+    out["student_fwd_bwd"] = _timed(student_fwd_bwd, steps, device)
+    out["resize"] = _timed(lambda: student_view(images, cfg.student_size), steps, device)
+    if teacher is not None:
+        with torch.no_grad(), amp:
+            out["teacher_fwd"] = _timed(lambda: teacher(images), steps, device)
+    return out
+
+
+def in_fresh_processes(cfg: Config, stage: int, steps: int, world: int = 1, threads: int | None = None,
+                       cpu: bool = False, foreach: bool = True, sam_clock: bool = False) -> dict:
+    """`measure` in `world` new processes; the slowest rank's step time, the largest peak memory."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(measure, cfg, stage, steps, rank, world, port, threads, cpu, foreach, sam_clock)
+                for rank in range(world)]
+        results = [job.result() for job in jobs]
+    return {**results[0], "step": max(r["step"] for r in results), "peak_mb": max(r["peak_mb"] for r in results)}
+
+
+def _line(name: str, r: dict, images: int) -> str:
+    return (f"{name}: {r['step']:.3f} s/step, {images / r['step']:.1f} images/s, peak {r['memory']} "
+            f"{r['peak_mb']:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--stage", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--batch", type=int, help="images per step, global (default: the config's batch_size)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steady steps per epoch (plus a first and a last)")
+    parser.add_argument("--nproc", type=int, default=1, help="also measure N processes: NCCL, one per GPU, on CUDA; "
+                                                               "gloo on the CPU")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.set + ([f"batch_size={args.batch}"] if args.batch else []))
+    b = cfg.batch_size
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"{cfg.model} at {cfg.student_size} px (crops at {cfg.image_size} px), batch {b} images, {device}, "
+          f"{args.steps} steps, amp {cfg.amp}, channels_last {cfg.channels_last}, compile {cfg.compile}")
+    r1 = in_fresh_processes(cfg, 1, args.steps, sam_clock=True)
+    print(_line("stage 1", r1, b) + f" (student forward+backward {r1['student_fwd_bwd']:.3f} s, resize to "
+          f"{cfg.student_size} px {r1['resize']:.3f} s; the epoch's set-up and end, once: {r1['setup']:.3f} s)")
+    loops = in_fresh_processes(cfg, 1, args.steps, foreach=False, sam_clock=True)
+    print(f"SAM's own work per steady step (perturb, clip, restore and base step, BatchNorm snapshots): one "
+          f"parameter at a time {loops['sam']:.3f} s of {loops['step']:.3f} s ({loops['sam'] / loops['step']:.1%}); "
+          f"fused, the engine's: {r1['sam']:.3f} s of {r1['step']:.3f} s ({r1['sam'] / r1['step']:.1%})")
+    if args.stage == 2:
+        r2 = in_fresh_processes(cfg, 2, args.steps)
+        print(_line("stage 2", r2, b) + f" (student forward+backward {r2['student_fwd_bwd']:.3f} s, teacher "
+              f"{cfg.teacher_arch} forward {r2['teacher_fwd']:.3f} s)")
+        expected = 1 + r2["teacher_fwd"] / (2 * r2["student_fwd_bwd"])
+        print(f"stage 2 / stage 1 step time: {r2['step'] / r1['step']:.2f} "
+              f"(expected 1 + teacher forward / (2 x student forward+backward) = {expected:.2f})")
+        recipe = dataclasses.replace(cfg, model=cfg.teacher_arch, student_image_size=None)
+        rt = in_fresh_processes(recipe, 1, args.steps)
+        print(_line(f"SBI teacher recipe ({cfg.teacher_arch} at {cfg.image_size} px, stage 1)", rt, b))
+        print(f"peak memory, stage 1 student / teacher recipe: {r1['peak_mb'] / rt['peak_mb']:.2f}; "
+              f"stage 2 / teacher recipe: {r2['peak_mb'] / rt['peak_mb']:.2f}")
+    if args.nproc > 1:
+        if b % (2 * args.nproc):
+            raise SystemExit(f"--nproc {args.nproc} needs a batch that is a multiple of {2 * args.nproc}")
+        cuda = torch.cuda.is_available()  # one process per GPU over NCCL; else CPU processes over gloo
+        if cuda and args.nproc > torch.cuda.device_count():
+            raise SystemExit(f"--nproc {args.nproc} needs as many GPUs; this machine has {torch.cuda.device_count()}")
+        threads, backend = (None, "nccl") if cuda else (1, "gloo")
+        one = in_fresh_processes(dataclasses.replace(cfg, batch_size=b // args.nproc), args.stage, args.steps,
+                                 threads=threads, cpu=not cuda)
+        many = in_fresh_processes(cfg, args.stage, args.steps, world=args.nproc, threads=threads, cpu=not cuda)
+        print(f"stage {args.stage}{'' if cuda else ', 1 thread per process'}: 1 process x {b // args.nproc} images "
+              f"{one['step']:.3f} s/step; {args.nproc} {backend} processes x {b // args.nproc} images "
+              f"{many['step']:.3f} s/step "
+              f"({b / many['step']:.1f} images/s), scaling efficiency {one['step'] / many['step']:.0%}, "
+              f"peak memory per process {many['peak_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    cli(main)
