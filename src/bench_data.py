@@ -8,52 +8,18 @@ configured mask type and for the single convex-hull mask (the public reference's
 and for both data layouts, full frames and face regions (src.regions), when the regions exist (--synthetic makes
 them), with the disk space of each. The generated data lives in a temporary folder, removed at the end.
 """
-from __future__ import annotations
-
 import argparse
 import tempfile
-import time
-from collections import defaultdict
 
 import torch
-from torch.utils.data import DataLoader
 
 from src.common.config import Config, load_config
-from src.common.logs import cli
-from src.data.dataset import SBIDataset, build_dataset, collate_pairs, video_dir
-from src.regions import disk_mb, make_regions
-from src.synthetic import generate_dataset, parse_size
-
-STAGES = ("decode", "crops", "blend", "augment", "resize", "collate")
-
-
-def one_process(dataset: SBIDataset, pairs: int, batch: int) -> tuple[float, dict]:
-    """Pairs per second made in this process (items plus collate), and seconds per pair for each stage."""
-    dataset.profile = defaultdict(float)
-    for i in range(min(4, len(dataset))):  # warm-up: first-call costs of OpenCV and albumentations
-        dataset[i]
-    dataset.profile.clear()
-    start = time.perf_counter()
-    done = 0
-    while done < pairs:
-        items = [dataset[(done + j) % len(dataset)] for j in range(batch)]
-        t = time.perf_counter()
-        collate_pairs(items)
-        dataset.profile["collate"] += time.perf_counter() - t
-        done += batch
-    seconds = time.perf_counter() - start
-    profile = {k: dataset.profile[k] / done for k in STAGES}
-    dataset.profile = None
-    return done / seconds, profile
-
-
-def with_workers(dataset: SBIDataset, workers: int, pairs: int, batch: int) -> float:
-    """Pairs per second through a DataLoader with `workers` processes, worker start-up included."""
-    start = time.perf_counter()
-    loader = DataLoader(dataset, batch_size=batch, sampler=[i % len(dataset) for i in range(pairs)],
-                        num_workers=workers, collate_fn=collate_pairs)
-    done = sum(len(b["labels"]) // 2 for b in loader)
-    return done / (time.perf_counter() - start)
+from src.common.layout import video_dir
+from src.common.logs import cli, parse_size
+from src.data.bench import STAGES, one_process, with_workers
+from src.data.dataset import build_dataset
+from src.data.regions import disk_mb, make_regions
+from src.data.synthetic import generate_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,6 +64,7 @@ def report(cfg: Config, args: argparse.Namespace) -> None:
                   + "".join(f"{profile[s] * 1e3:>7.1f}ms" for s in STAGES))
     print("stage columns: milliseconds per pair in one process; disk: "
           + ", ".join(f"{layout} {disk_mb(base / layout):.0f} MB" for layout in layouts))
+
 
 if __name__ == "__main__":
     cli(main)

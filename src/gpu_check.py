@@ -45,8 +45,8 @@ import torch
 from src.common import checkpoint
 from src.common.config import Config, load_config
 from src.common.logs import cli
+from src.data.synthetic import SyntheticVideo, generate_dataset
 from src.models.networks import create_classifier
-from src.synthetic import SyntheticVideo, generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = (("float32 (TF32)", {}), ("bf16", {"amp": "bf16"}),
@@ -181,7 +181,7 @@ def fit_row(stage: int, mode: Mode, work: Path, nproc: int) -> str:
 
 def step_row(cfg: Config, change: dict, steps: int, cuda: bool) -> str:
     """Both stages' SAM step with `change` applied: seconds, images/s and peak memory."""
-    from src.bench_train import measure  # noqa: PLC0415
+    from src.train.bench import measure  # noqa: PLC0415
 
     cells = []
     for stage in (1, 2):

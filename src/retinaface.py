@@ -3,9 +3,8 @@ import argparse
 
 import torch
 
-from src.common.logs import cli
+from src.common.logs import cli, parse_size
 from src.faces.retinaface import VIDEO_MAX_SIZE, time_detection
-from src.synthetic import parse_size
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from src import bench_data, bench_train
 from src.common.config import Config
+from src.train.bench import measure
 from src.train.engine import compiled
 
 
@@ -50,7 +51,7 @@ def test_bench_train_prints_both_stages_and_the_ratio(tmp_path, capsys):
 def test_bench_train_processes_stay_on_the_cpu_where_cuda_exists(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: --nproc still measures gloo CPUs
     cfg = Config(model="test_efficientnet", image_size=32, student_image_size=None, batch_size=4)
-    out = bench_train.measure(cfg, 1, 1, cpu=True)
+    out = measure(cfg, 1, 1, cpu=True)
     assert out["memory"] == "RSS" and out["step"] > 0 and out["student_fwd_bwd"] > 0
 
 

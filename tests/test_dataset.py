@@ -22,9 +22,9 @@ from src.data.dataset import (
     list_frames,
     video_dir,
 )
+from src.data.synthetic import generate_dataset
 from src.faces.detectors import FACES_FILE, REFERENCE_FACES
 from src.models.networks import create_classifier, training_faces
-from src.synthetic import generate_dataset
 
 from draws import assert_binomial, assert_pair_patterns
 

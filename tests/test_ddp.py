@@ -16,7 +16,7 @@ from src.common.config import Config
 from src.common.distributed import Dist, epoch_indices
 from src.common.logs import UserError
 from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset
-from src.synthetic import generate_dataset
+from src.data.synthetic import generate_dataset
 from src.train.engine import (
     _resume_sums,
     ddp,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from skimage import data as skimage_data
 
+from src.data.preprocess import preprocess
 from src.faces import detectors as faces
 from src.faces.detectors import (
     DlibDetector,
@@ -20,7 +21,6 @@ from src.faces.detectors import (
     read_frames,
 )
 from src.faces.geometry import box_crop
-from src.preprocess import preprocess
 
 from conftest import run_ranks, write_video
 

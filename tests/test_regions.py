@@ -8,9 +8,9 @@ import pytest
 from src.common.config import ConfigError, load_config
 from src.common.logs import UserError
 from src.data.dataset import SBIDataset, video_dir
+from src.data.regions import disk_mb, make_regions
+from src.data.synthetic import generate_dataset
 from src.faces.detectors import FACES_FILE
-from src.regions import disk_mb, make_regions
-from src.synthetic import generate_dataset
 
 
 @pytest.fixture(scope="module", params=[(81, 2), (68, 0)])  # (landmark points, worker processes)

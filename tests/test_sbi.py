@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from src.data import sbi
+from src.data.synthetic import draw_face_sample
 from src.faces import geometry
-from src.synthetic import draw_face_sample
 
 from draws import assert_binomial, assert_pair_patterns, assert_uncorrelated
 

@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from src.synthetic import FOREHEAD_ORDER, draw_face_sample, generate_dataset
+from src.data.synthetic import draw_face_sample, generate_dataset
+from src.faces.geometry import FOREHEAD_ORDER
 
 SMALL = dict(videos=6, frames=2, frame_size=(160, 128), face_size=60)
 

@@ -81,3 +81,9 @@ def count_arg(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """An argparse type: a frame size 'WxH', e.g. '1280x720' -> (1280, 720)."""
+    w, h = text.lower().split("x")
+    return int(w), int(h)

@@ -17,6 +17,7 @@ from src.common.layout import SPLITS, split_videos, video_dir
 from src.common.logs import MissingFile, UserError
 from src.common.timing import Stopwatch
 from src.data.sbi import augment, pair_transform, self_blend, source_transform
+from src.data.synthetic import generate_dataset
 from src.faces.detectors import DETECTOR_FOR_DATA, FACES_FILE, read_face_source
 from src.faces.geometry import BadSample, box_crop, choose_box, flip_points, landmark_bounds, reorder_forehead
 
@@ -278,8 +279,6 @@ def ensure_data(cfg: Config) -> Path:
     if root.exists():
         return root
     if cfg.synthetic_data:
-        from src.synthetic import generate_dataset  # noqa: PLC0415 (only the demo needs it)
-
         _logger.info("synthetic data root %s is missing: generating it", root)
         return generate_dataset(root, videos=cfg.synthetic_videos, compression=cfg.compression, seed=cfg.seed)
     raise MissingFile(f"data root '{root}' does not exist. Preprocess FaceForensics++ into it first "
