@@ -1,4 +1,4 @@
-"""Tests for src/faces.py and src/preprocess.py: dlib on a real face, frame sampling, the face filter, the layout."""
+"""Tests for src/faces and src/data/preprocess.py: dlib on a real face, frame sampling, the face filter, the layout."""
 import json
 import logging
 import struct
