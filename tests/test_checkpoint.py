@@ -1,9 +1,12 @@
-"""Checkpoints: atomic writes, the top-k files, BEST.pth and last.pth."""
+"""Checkpoints: loading, atomic writes, the top-k files, BEST.pth and last.pth."""
+import io
+
 import pytest
 import torch
 
 from src.common import checkpoint
 from src.common.checkpoint import CheckpointSaver, atomic_save
+from src.common.logs import BadInput
 
 
 def test_a_crash_mid_write_keeps_the_old_file(tmp_path, monkeypatch):
@@ -34,3 +37,8 @@ def test_saver_keeps_the_top_k_and_best(tmp_path):
     resumed = CheckpointSaver(tmp_path, keep_top_k=2, ranked=last["top_k"])
     resumed.save({"epoch": 6}, 6, 0.85)
     assert sorted(p.name for p in tmp_path.iterdir())[:2] == ["5_0.9000_val.pth", "6_0.8500_val.pth"]
+
+
+def test_a_damaged_file_names_itself_and_the_fix():
+    with pytest.raises(BadInput, match=r"weights.zip is not a readable PyTorch checkpoint.*download the file again"):
+        checkpoint.load(io.BytesIO(b"half a checkpoint"), "weights.zip")

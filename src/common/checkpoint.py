@@ -1,5 +1,6 @@
-"""Atomic checkpoint writes, the top-k saver (`{epoch}_{auc:.4f}_val.pth`, `BEST.pth`, `last.pth`) and the content
-hash that ties a derived file (an evaluation, an exported model) to the weights it came from."""
+"""Checkpoint I/O: the one loader (weights_only, clear errors), strict state-dict loading, atomic writes, the top-k
+saver (`{epoch}_{auc:.4f}_val.pth`, `BEST.pth`, `last.pth`) and the content hash that ties a derived file (an
+evaluation, an exported model) to the weights it came from."""
 from __future__ import annotations
 
 import hashlib
@@ -9,12 +10,16 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterable
 
 import torch
+from torch import nn
+
+from src.common.logs import BadInput, MissingFile
 
 _logger = logging.getLogger(__name__)
 RANKED = re.compile(r"^(\d+)_(\d\.\d{4})_val\.pth$")
+_SHOW = 5  # keys listed per kind in a load error
 
 
 def file_sha256(path: str | Path) -> str:
@@ -53,9 +58,44 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
         _atomic(Path(dst), lambda f: shutil.copyfileobj(source, f))
 
 
-def load(path: str | Path) -> dict:
-    """Load a checkpoint of this project (tensors and plain Python values only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load(source: str | Path | BinaryIO, name: str | Path | None = None) -> Any:
+    """A checkpoint (tensors and plain Python values) from a path or a binary file, read with `torch.load(...,
+    weights_only=True)` to the CPU; a missing, damaged or wrong-format file is an error naming `name` or `source`."""
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MissingFile(f"{name or source} not found") from None
+    except Exception as e:  # noqa: BLE001 (a damaged file fails inside the unpickler with any exception type)
+        first = (str(e).splitlines() or [""])[0]
+        detail = f"{type(e).__name__}: {first}" if len(first) < 100 else type(e).__name__  # torch's own are long
+        raise BadInput(f"{name or source} is not a readable PyTorch checkpoint (a plain file of tensors and numbers, "
+                       f"read with weights_only=True; other pickled objects are refused, and a truncated or damaged "
+                       f"file fails): {detail}. Copy or download the file again, or pass a checkpoint saved with "
+                       f"torch.save") from None
+
+
+def strict_load(model: nn.Module, state_dict: dict, source: str, allow_missing: Iterable[str] = ()) -> None:
+    """Load `state_dict` into `model`; a missing (not in `allow_missing`), unexpected or mis-shaped key is an error.
+
+    On error the model may be partly loaded: discard it. `source` names the file and format in the message.
+    """
+    own = model.state_dict()
+    mismatched = [k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    result = model.load_state_dict({k: v for k, v in state_dict.items() if k not in mismatched}, strict=False)
+    skip = set(allow_missing) | set(mismatched)
+    missing = [k for k in result.missing_keys if k not in skip]
+    unexpected = list(result.unexpected_keys)
+    if not (missing or unexpected or mismatched):
+        return
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
+    lines = [f"{source}: weights do not fit the model: {len(missing)} missing, {len(unexpected)} unexpected, "
+             f"{len(mismatched)} shape-mismatched keys"]
+    for kind, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes)):
+        if keys:
+            more = f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
+            lines.append(f"  {kind}: {', '.join(keys[:_SHOW])}{more}")
+    lines.append("  hint: wrong architecture for this file, or a truncated/corrupted file?")
+    raise BadInput("\n".join(lines))
 
 
 class CheckpointSaver:
