@@ -58,6 +58,22 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
         _atomic(Path(dst), lambda f: shutil.copyfileobj(source, f))
 
 
+def atomic_link(src: Path, dst: Path) -> None:
+    """Point `dst` at `src`'s content: a hard link put in place by rename (a copy where the filesystem refuses links).
+
+    The checkpoint writes only ever rename over a name, never write through it, so the other names of a linked file
+    keep their content.
+    """
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)  # left by a crash between the link and the rename
+    try:
+        os.link(src, tmp)
+    except OSError:  # another filesystem, or one without hard links (EPERM, ENOTSUP)
+        atomic_copy(src, dst)
+        return
+    os.replace(tmp, dst)
+
+
 def load(source: str | Path | BinaryIO, name: str | Path | None = None) -> Any:
     """A checkpoint (tensors and plain Python values) from a path or a binary file, read with `torch.load(...,
     weights_only=True)` to the CPU; a missing, damaged or wrong-format file is an error naming `name` or `source`."""
@@ -106,17 +122,20 @@ class CheckpointSaver:
         self.ranked = [tuple(r) for r in ranked or []]  # (auc, epoch), best first
 
     def save(self, state: dict, epoch: int, auc: float) -> Path | None:
-        """Write last.pth, and the ranked file and BEST.pth when this epoch makes the top k; returns the ranked path."""
+        """Write last.pth, and the ranked file and BEST.pth when this epoch makes the top k; returns the ranked path.
+
+        The state (with the new ranking, for resume) is serialised once; the other names are hard links to that file.
+        """
         candidates = sorted(self.ranked + [(auc, epoch)], key=lambda r: (-r[0], r[1]))
         kept, dropped = candidates[: self.keep_top_k], candidates[self.keep_top_k:]
-        path = None
-        if (auc, epoch) in kept:
-            path = self.path(epoch, auc)
-            atomic_save(state, path)
+        last = self.dir / "last.pth"
+        path = self.path(epoch, auc) if (auc, epoch) in kept else None
+        atomic_save({**state, "top_k": kept}, path or last)
         self.ranked = kept
-        atomic_save({**state, "top_k": self.ranked}, self.dir / "last.pth")
-        if kept[0] == (auc, epoch):
-            atomic_copy(path, self.dir / "BEST.pth")
+        if path is not None:
+            atomic_link(path, last)
+            if kept[0] == (auc, epoch):
+                atomic_link(path, self.dir / "BEST.pth")
         for old_auc, old_epoch in dropped:
             self.path(old_epoch, old_auc).unlink(missing_ok=True)
         return path
