@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from src.common import checkpoint
 from src.common.logs import cli
 from src.data.dataset import check_teacher_faces
 from src.models.networks import (
@@ -14,7 +15,6 @@ from src.models.networks import (
     create_classifier,
     load_checkpoint_model,
     load_teacher,
-    torch_load,
     training_faces,
 )
 from src.train.engine import Interrupted, fit, prepare_run, run_parser
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             "config key 'teacher_weights' is not set: point it at the SBI teacher (e.g. weights/FFc23.tar)"
         )
     teacher = load_teacher(cfg.teacher_weights, cfg.teacher_arch)
-    check_teacher_faces(training_faces(torch_load(cfg.teacher_weights)), cfg)
+    check_teacher_faces(training_faces(checkpoint.load(cfg.teacher_weights)), cfg)
     if state:
         model, arch = create_classifier(state["arch"]), state["arch"]
     elif cfg.pretrained_student_weights:

@@ -220,15 +220,15 @@ def auc_check(m: Model, files: dict[str, str], config: str | None, threads: int)
     checkpoint's own training config)."""
     import torch
 
+    from src.common.checkpoint import load
     from src.data.dataset import build_dataset
     from src.export import OrtClassifier, data_config, network
-    from src.models.networks import torch_load
     from src.scoring.score import load_detector_model
     from src.train.engine import evaluate, make_loader
 
     row = dict(model=m.role, weights=m.weights, files={p: Path(f).name for p, f in files.items()})
     model, crop, _ = load_detector_model(m.weights)
-    cfg = data_config(Path(m.weights), torch_load(m.weights), crop, config)
+    cfg = data_config(Path(m.weights), load(m.weights), crop, config)
     if cfg is None:
         return dict(row, skipped="it carries no training config: pass --config")
     cfg.num_workers = 0

@@ -45,11 +45,11 @@ from timm.models.byobnet import BottleneckBlock, ByobNet
 from timm.models.mobilevit import LinearSelfAttention, MobileVitV2Block
 from torch import nn
 
-from src.common.checkpoint import file_sha256
+from src.common.checkpoint import file_sha256, load
 from src.common.config import Config, build_config, load_config, resolve_path
 from src.common.logs import BadInput, UserError, cli, make_folder, setup_logging
 from src.deploy.runtime import ort_session, quantize_int8
-from src.models.networks import student_view, torch_load
+from src.models.networks import student_view
 
 _logger = logging.getLogger(__name__)
 for _name in ("onnxscript", "onnx_ir"):  # the exporter's graph passes log every step at INFO
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model, crop, faces = load_detector_model(a.weights)
         weights = resolve_path(a.weights, "weights")
-        ckpt = torch_load(weights)
+        ckpt = load(weights)
         cfg = data_config(weights, ckpt, crop, a.config)
         if cfg is None and a.format == "onnx-int8":
             raise BadInput(f"{weights} carries no training config: pass --config, whose data root gives the int8 "

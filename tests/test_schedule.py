@@ -1,6 +1,7 @@
 import pytest
 
-from src.train.schedule import DESIGN_ALPHA_TABLE, alpha_at, sbi_lr_lambda, validate_alpha_schedule
+from src.common.config import validate_alpha_schedule
+from src.train.schedule import DESIGN_ALPHA_TABLE, alpha_at, sbi_lr_lambda
 
 TABLE_POINTS = [(1, 0.95), (5, 0.9), (10, 0.85), (15, 0.75), (20, 0.65), (21, 0.5), (100, 0.5)]
 

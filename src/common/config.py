@@ -76,7 +76,7 @@ class Config:
     channels_last: bool = False
     compile: bool = False  # torch.compile the student (and the teacher in stage 2) on CUDA
     sync_bn: bool = False  # under torchrun: the student's BatchNorm normalises over the global batch (SyncBatchNorm)
-    # --- distillation (the progressive schedule: src/schedule.py) ---
+    # --- distillation (the progressive schedule: src/train/schedule.py) ---
     temperature: float = field(default=3.0, metadata=_range(0.0, 100.0, lo_open=True))
     alpha_start: float = field(default=0.95, metadata=_range(0.0, 1.0))
     alpha_end: float = field(default=0.5, metadata=_range(0.0, 1.0))
@@ -140,6 +140,26 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def validate_alpha_schedule(schedule: Any) -> None:
+    """Raise ValueError naming the entry unless `schedule` is a non-empty list of [epoch, alpha] pairs."""
+    if not isinstance(schedule, (list, tuple)) or not schedule:
+        raise ValueError(
+            f"must be a non-empty list of [epoch, alpha] pairs, e.g. [[1, 0.9], [21, 0.5]]; got {schedule!r}"
+        )
+    prev = 0
+    for i, entry in enumerate(schedule):
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise ValueError(f"entry {i} = {entry!r} is not an [epoch, alpha] pair")
+        epoch, alpha = entry
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"entry {i} = {entry!r}: epoch must be an integer >= 1 (epochs are 1-based)")
+        if epoch <= prev:
+            raise ValueError(f"entry {i} = {entry!r}: epochs must be strictly increasing (previous epoch {prev})")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+            raise ValueError(f"entry {i} = {entry!r}: alpha must be a number in [0, 1]")
+        prev = epoch
+
+
 def build_config(values: dict, source: str = "config") -> Config:
     """Validate a dict of config values (defaults fill the rest)."""
     for key in values:
@@ -155,8 +175,6 @@ def build_config(values: dict, source: str = "config") -> Config:
     if cfg.batch_size % 2:
         raise ConfigError(f"config key 'batch_size' = {cfg.batch_size} must be even: a batch is real/fake pairs")
     if cfg.alpha_schedule is not None:
-        from src.train.schedule import validate_alpha_schedule  # noqa: PLC0415 (schedule imports nothing from here)
-
         try:
             validate_alpha_schedule(cfg.alpha_schedule)
         except ValueError as e:

@@ -28,8 +28,8 @@ from torchvision.models import resnet50
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import nms
 
+from src.common import checkpoint
 from src.common.logs import MissingFile
-from src.models.networks import strict_load, torch_load
 
 _logger = logging.getLogger(__name__)
 MIN_SIZES, STEPS, VARIANCE = ((16, 32), (64, 128), (256, 512)), (8, 16, 32), (0.1, 0.2)
@@ -143,12 +143,13 @@ def load_retinaface(path: str | Path) -> RetinaFace:
             f"different AUCs than the published ones")
     if zipfile.is_zipfile(path) and not any(n.endswith("data.pkl") for n in zipfile.ZipFile(path).namelist()):
         with zipfile.ZipFile(path) as z:  # the release zip holds one plain torch file
-            state = torch_load(io.BytesIO(z.read(next(n for n in z.namelist() if not n.endswith("/")))), path)
+            state = checkpoint.load(io.BytesIO(z.read(next(n for n in z.namelist() if not n.endswith("/")))), path)
     else:
-        state = torch_load(path, path)
+        state = checkpoint.load(path, path)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     model = RetinaFace()
-    strict_load(model, {k.removeprefix("module."): v for k, v in state.items()}, f"{path} (RetinaFace ResNet-50)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    checkpoint.strict_load(model, state, f"{path} (RetinaFace ResNet-50)")
     return model.eval()
 
 

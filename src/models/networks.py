@@ -11,7 +11,7 @@ import difflib
 import logging
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any
 
 import safetensors.torch
 import timm
@@ -20,13 +20,12 @@ import torch.nn.functional as F
 from timm.models import model_entrypoint
 from torch import nn
 
+from src.common import checkpoint
 from src.common.config import Config, resolve_path
 from src.common.layout import REFERENCE_FACES
-from src.common.logs import BadInput, MissingFile
+from src.common.logs import BadInput
 
 _logger = logging.getLogger(__name__)
-
-_SHOW = 5  # keys listed per kind in a load error
 
 # efficientnet_pytorch's EfficientNet-b4 numbers its 32 blocks flat; timm nests them by stage.
 _B4_STAGE_REPEATS = (2, 4, 4, 6, 6, 8, 2)
@@ -58,44 +57,6 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def strict_load(model: nn.Module, state_dict: dict, source: str, allow_missing: Iterable[str] = ()) -> None:
-    """Load `state_dict` into `model`; a missing (not in `allow_missing`), unexpected or mis-shaped key is an error.
-
-    On error the model may be partly loaded: discard it. `source` names the file and format in the message.
-    """
-    own = model.state_dict()
-    mismatched = [k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    result = model.load_state_dict({k: v for k, v in state_dict.items() if k not in mismatched}, strict=False)
-    skip = set(allow_missing) | set(mismatched)
-    missing = [k for k in result.missing_keys if k not in skip]
-    unexpected = list(result.unexpected_keys)
-    if not (missing or unexpected or mismatched):
-        return
-    shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
-    lines = [f"{source}: weights do not fit the model: {len(missing)} missing, {len(unexpected)} unexpected, "
-             f"{len(mismatched)} shape-mismatched keys"]
-    for kind, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes)):
-        if keys:
-            more = f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
-            lines.append(f"  {kind}: {', '.join(keys[:_SHOW])}{more}")
-    lines.append("  hint: wrong architecture for this file, or a truncated/corrupted file?")
-    raise BadInput("\n".join(lines))
-
-
-def torch_load(source: Path | BinaryIO, name: Path | str | None = None) -> Any:
-    """`torch.load` with weights_only=True; anything but a plain checkpoint is a clear error naming `name`."""
-    try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise MissingFile(f"{name or source} not found") from None
-    except Exception as e:  # noqa: BLE001 (a damaged file fails inside the unpickler with any exception type)
-        first = (str(e).splitlines() or [""])[0]
-        detail = f"{type(e).__name__}: {first}" if len(first) < 100 else type(e).__name__  # torch's own are long
-        raise BadInput(f"{name or source} is not a readable PyTorch checkpoint (a plain file of tensors and numbers, "
-                         f"read with weights_only=True; other pickled objects are refused, and a truncated or "
-                         f"damaged file fails): {detail}") from None
-
-
 def _keys(obj: Any) -> str:
     """A short description of what a loaded file holds, for error messages."""
     if not isinstance(obj, dict):
@@ -120,7 +81,7 @@ def _is_sbi_checkpoint(obj: Any) -> bool:
 def _model_from_checkpoint(ckpt: dict, path: Path) -> nn.Module:
     """Rebuild and strictly load the classifier that one of this project's checkpoints names."""
     model = create_classifier(ckpt["arch"])
-    strict_load(model, ckpt["model"], f"{path} (this project's checkpoint, arch '{ckpt['arch']}')")
+    checkpoint.strict_load(model, ckpt["model"], f"{path} (this project's checkpoint, arch '{ckpt['arch']}')")
     return model
 
 
@@ -148,7 +109,7 @@ def load_teacher(path: str | Path, arch: str = "tf_efficientnet_b4") -> nn.Modul
     wins over `arch`), or a plain timm state dict for `arch`. `path` may be a glob (the newest match is used).
     """
     file = resolve_path(str(path), "teacher_weights")
-    return teacher_from_checkpoint(torch_load(file), file, arch)
+    return teacher_from_checkpoint(checkpoint.load(file), file, arch)
 
 
 def teacher_from_checkpoint(ckpt: Any, file: Path, arch: str = "tf_efficientnet_b4") -> nn.Module:
@@ -160,11 +121,11 @@ def teacher_from_checkpoint(ckpt: Any, file: Path, arch: str = "tf_efficientnet_
         _logger.info("teacher %s: SBI EfficientNet-B4 checkpoint, converted to timm '%s'", file, arch)
         model = create_classifier(arch)
         source = f"{file} (SBI EfficientNet-B4 checkpoint as '{arch}')"
-        strict_load(model, convert_sbi_state_dict(ckpt["model"]), source)
+        checkpoint.strict_load(model, convert_sbi_state_dict(ckpt["model"]), source)
     elif _is_state_dict(ckpt):
         _logger.info("teacher %s: plain timm state dict for '%s'", file, arch)
         model = create_classifier(arch)
-        strict_load(model, ckpt, f"{file} (plain timm state dict for '{arch}')")
+        checkpoint.strict_load(model, ckpt, f"{file} (plain timm state dict for '{arch}')")
     else:
         raise BadInput(f"teacher weights {file} are in no known format (an SBI checkpoint with 'model' of net.* "
                          f"keys, this project's checkpoint with 'arch' and 'model', or a timm state dict); "
@@ -184,7 +145,7 @@ def training_faces(ckpt: Any) -> dict:
 def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
     """(model, checkpoint) from one of this project's checkpoints; trainable. `path` may be a glob."""
     file = resolve_path(str(path), "checkpoint")
-    ckpt = torch_load(file)
+    ckpt = checkpoint.load(file)
     if not _is_own_checkpoint(ckpt):
         raise BadInput(f"{file} is not a checkpoint of this project (it needs 'arch' and 'model' keys; found "
                          f"{_keys(ckpt)}). A teacher file such as FFc23.tar goes to teacher_weights, ImageNet weights "
@@ -196,7 +157,7 @@ def _read_state_dict(path: Path) -> dict:
     """A state dict from a timm `.safetensors` file or a `.pth/.bin` file (unwrapping `state_dict`/`model`)."""
     if path.suffix == ".safetensors":
         return safetensors.torch.load_file(str(path), device="cpu")
-    ckpt = torch_load(path)
+    ckpt = checkpoint.load(path)
     for key in ("state_dict", "model"):
         if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]
@@ -225,7 +186,7 @@ def build_student(cfg: Config) -> nn.Module:
     classifiers = model.pretrained_cfg.get("classifier") or ()
     classifiers = (classifiers,) if isinstance(classifiers, str) else classifiers
     head = {f"{c}.{p}" for c in classifiers for p in ("weight", "bias")}
-    strict_load(model, {k: v for k, v in state_dict.items() if k not in head},
+    checkpoint.strict_load(model, {k: v for k, v in state_dict.items() if k not in head},
                 f"student_imagenet_weights {file} for '{cfg.model}'", allow_missing=head)
     _logger.info("student '%s': loaded %s; only the classifier (%s) was re-initialised",
                  cfg.model, file, ", ".join(sorted(head)))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from src.common import checkpoint
 from src.common.config import resolve_path
 from src.common.logs import BadInput, UserError
 from src.common.timing import Stopwatch
@@ -28,7 +29,7 @@ from src.faces.detectors import (
     read_frame_batches,
 )
 from src.faces.geometry import BadSample, box_crop
-from src.models.networks import student_view, teacher_from_checkpoint, torch_load
+from src.models.networks import student_view, teacher_from_checkpoint
 
 _logger = logging.getLogger(__name__)
 TEACHER_SIZE = 380  # input size of the SBI EfficientNet-B4 (FFc23.tar) and of plain timm state dicts
@@ -91,7 +92,7 @@ def load_detector_model(path: str | Path) -> DetectorModel:
     image_size, then downsized with antialiasing inside the returned model.
     """
     file = resolve_path(str(path), "weights")
-    ckpt = torch_load(file)
+    ckpt = checkpoint.load(file)
     model = teacher_from_checkpoint(ckpt, file)  # every supported format, strictly loaded
     config = ckpt.get("config")
     crop, size, faces = TEACHER_SIZE, None, dict(REFERENCE_FACES)

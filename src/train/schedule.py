@@ -1,30 +1,12 @@
 """Schedules: the distillation alpha per epoch (the design's progressive table) and the SBI learning-rate factor."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
+
+from src.common.config import validate_alpha_schedule
 
 # (epoch, alpha): the design's progressive distillation schedule; alpha weighs the hard loss.
 DESIGN_ALPHA_TABLE = ((1, 0.95), (5, 0.90), (10, 0.85), (15, 0.75), (20, 0.65), (21, 0.50))
-
-
-def validate_alpha_schedule(schedule: Any) -> None:
-    """Raise ValueError naming the entry unless `schedule` is a non-empty list of [epoch, alpha] pairs."""
-    if not isinstance(schedule, (list, tuple)) or not schedule:
-        raise ValueError(
-            f"must be a non-empty list of [epoch, alpha] pairs, e.g. [[1, 0.9], [21, 0.5]]; got {schedule!r}"
-        )
-    prev = 0
-    for i, entry in enumerate(schedule):
-        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
-            raise ValueError(f"entry {i} = {entry!r} is not an [epoch, alpha] pair")
-        epoch, alpha = entry
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            raise ValueError(f"entry {i} = {entry!r}: epoch must be an integer >= 1 (epochs are 1-based)")
-        if epoch <= prev:
-            raise ValueError(f"entry {i} = {entry!r}: epochs must be strictly increasing (previous epoch {prev})")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-            raise ValueError(f"entry {i} = {entry!r}: alpha must be a number in [0, 1]")
-        prev = epoch
 
 
 def alpha_at(
