@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from src import predict
-from src.evaluate import Item, VideoResult, plot_roc
+from src.scoring.evaluation import Item, VideoResult, plot_roc
 from src.scoring.score import FaceScore, MediaScores
 
 from conftest import SQUARE, SquareDetector, clip_frame, student_checkpoint, write_video
