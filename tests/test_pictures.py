@@ -8,8 +8,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from src import predict
-from src.scoring.evaluation import Item, VideoResult, plot_roc
+from src.scoring.report import plot_roc
 from src.scoring.score import FaceScore, MediaScores
+from src.scoring.testsets import Item, VideoResult
 
 from conftest import SQUARE, SquareDetector, clip_frame, student_checkpoint, write_video
 
