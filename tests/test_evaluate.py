@@ -195,7 +195,7 @@ def test_scoring_runs_mobilevitv2_in_its_faster_exact_form_one_face_per_call_on_
 
 def test_predict_json_gives_overall_and_per_face_probabilities(folder, tmp_path, monkeypatch, capsys):
     student_checkpoint(tmp_path / "student.pth", 40)
-    monkeypatch.setattr(predict, "make_detector", lambda *a, **k: SquareDetector())
+    monkeypatch.setattr("src.scoring.predict.make_detector", lambda *a, **k: SquareDetector())
     predict.main(["--weights", str(tmp_path / "student.pth"), "--json", "--frames", "4", "--device", "cpu",
                   "--save-vis", str(tmp_path / "vis"), str(folder / "real/photo.png"), str(folder / "real/r1.avi"),
                   str(folder / "fake/empty.avi")])

@@ -19,7 +19,7 @@ from src import evaluate, predict
 from src.common.logs import cli
 from src.faces.detectors import REFERENCE_FACES, choose_detector, frame_count, one_thread, read_frames
 from src.models.networks import create_classifier
-from src.scoring import evaluation, score
+from src.scoring import score
 from src.scoring.evaluation import scoring_threads
 from src.scoring.score import load_scorer
 
@@ -47,8 +47,8 @@ def run_cli(main, root_or_inputs, out, monkeypatch, *extra, weights, faces=REFER
         chosen.append(name)
         return NamedDetector(name)
 
-    module = evaluation if main is evaluate.main else predict
-    monkeypatch.setattr(module, "make_detector", detector)
+    library = "src.scoring.evaluation" if main is evaluate.main else "src.scoring.predict"
+    monkeypatch.setattr(f"{library}.make_detector", detector)
     if faces is not None:
         monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, faces))
     if main is evaluate.main:
