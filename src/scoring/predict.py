@@ -1,19 +1,6 @@
-"""Fake probability of images and videos, per face and overall.
-
-    python -m src.predict --weights weights/FFc23.tar photo.jpg clip.mp4 [--json] [--frames 32] [--save-vis DIR]
-
-An input that is a folder stands for every image and video under it.
-
-A video is scored as in evaluation (src/evaluate.py, the SBI test protocol): frame score = max over its faces, overall =
-mean over frames with a face; an image is one frame. An input without any face has no fake probability (null).
---save-vis DIR draws each face's box and fake probability: DIR/<name>.png for an image; for a video the frames it
-scored, DIR/<name>/<frame>.png, and DIR/<name>_scores.png, the frame scores over time (or "no face found").
-"""
+"""Fake probabilities of images and videos, per face and overall, and their pictures: the library of src.predict."""
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
@@ -23,14 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.common.logs import UserError, cli, count_arg, setup_logging
+from src.common.logs import UserError
 from src.common.plots import pyplot
 from src.faces.detectors import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     Detector,
     UnreadableMedia,
-    add_detector_args,
     choose_detector,
     is_image,
     list_media,
@@ -147,37 +133,15 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("inputs", nargs="+", metavar="INPUT", help="images, videos, or folders of them")
-    ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok), "
-                                                     "or with --runtime onnx an exported .onnx file")
-    ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                    help="onnx: score with the exported ONNX or int8 file of src.export in ONNX Runtime (CPU)")
-    ap.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
-    ap.add_argument("--frames", type=count_arg(1), default=32, help="frames per video, at linspace (default 32)")
-    add_detector_args(ap, default=None)
-    ap.add_argument("--batch-size", type=count_arg(1), help="faces per model call (default: 32 on CUDA, 1 on the CPU)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--save-vis", metavar="DIR", help="draw the faces and their fake probabilities into DIR")
-    a = ap.parse_args(argv)
-    setup_logging()
-    try:
-        inputs = expand_inputs(a.inputs)
-        model, size, faces = load_scorer(a.weights, a.runtime)
-        detector = make_detector(choose_detector(a.detector, faces), a.shape_predictor,
-                                 retinaface_weights=a.retinaface_weights, device=a.device)
-    except UserError as e:
-        ap.exit(2, f"error: {e}\n")
-    device = torch.device(a.device)
-    results = predict(inputs, detector, model.to(device), size, a.frames, device, a.batch_size, a.save_vis)
-    if a.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_human(results)
-    if any(r["error"] for r in results):
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    cli(main)
+def predict_inputs(inputs: list[str], weights: str, runtime: str = "torch", frames: int = 32,
+                   detector_name: str | None = None, shape_predictor: str | None = None,
+                   retinaface_weights: str | None = None, batch_size: int | None = None, device: str = "cpu",
+                   save_vis: str | None = None) -> list[dict]:
+    """src.predict's run: `predict` on the inputs (each folder's images and videos) with the classifier in `weights`
+    and, unless `detector_name` says otherwise, the face detector of its training data."""
+    inputs = expand_inputs(inputs)
+    model, size, faces = load_scorer(weights, runtime)
+    detector = make_detector(choose_detector(detector_name, faces), shape_predictor,
+                             retinaface_weights=retinaface_weights, device=device)
+    device = torch.device(device)
+    return predict(inputs, detector, model.to(device), size, frames, device, batch_size, save_vis)
