@@ -1,4 +1,5 @@
-"""Tests for src/evaluate.py and src/predict.py: aggregation, metrics, reports, dataset lists and the CLIs."""
+"""Tests for evaluation and prediction (src/scoring behind src/evaluate.py and src/predict.py): aggregation, metrics,
+reports, dataset lists and the CLIs."""
 import csv
 import json
 import shutil

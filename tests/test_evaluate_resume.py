@@ -1,6 +1,6 @@
 """Numbers an evaluation can be trusted with: a resume keyed to the model file and its settings, truncated videos
 listed, the training data's detector carried through ONNX, threads budgeted to the cores, and bad input refused in
-one line (src/evaluate.py, src/predict.py)."""
+one line (src/evaluate.py, src/predict.py and their libraries in src/scoring)."""
 import csv
 import hashlib
 import json
