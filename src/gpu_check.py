@@ -207,9 +207,10 @@ def write_video(path: Path, size: tuple[int, int], frames: int, face_size: float
 
 def evaluate_row(mode: Mode, work: Path, retinaface_weights: str | None) -> str:
     """src.evaluate's scoring of a generated video with RetinaFace on the check's device and 2 workers: frames/s."""
-    from src.evaluate import dataset_items, evaluate_items  # noqa: PLC0415
     from src.faces.detectors import make_detector  # noqa: PLC0415
+    from src.scoring.evaluation import evaluate_items  # noqa: PLC0415
     from src.scoring.score import load_scorer  # noqa: PLC0415
+    from src.scoring.testsets import dataset_items  # noqa: PLC0415
 
     device = "cuda" if mode.cuda else "cpu"
     detector = make_detector("retinaface", retinaface_weights=retinaface_weights, device=device)

@@ -149,9 +149,9 @@ def evaluate_cli(folder, out, monkeypatch, calls=None, *extra, weights=None):
         return found
 
     from src import evaluate
-    from src.scoring import score
+    from src.scoring import evaluation, score
 
-    monkeypatch.setattr(evaluate, "make_detector", detector)
+    monkeypatch.setattr(evaluation, "make_detector", detector)
     monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
     evaluate.main(["--weights", str(weights), "--dataset", "folder", "--root", str(folder), "--frames", "4", "--out",
                    str(out), "--device", "cpu", "--workers", "0", *extra])

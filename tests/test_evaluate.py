@@ -1,4 +1,5 @@
-"""Tests for src/evaluate.py and src/predict.py: aggregation, metrics, reports, dataset lists and the CLIs."""
+"""Tests for evaluation and prediction (src/scoring behind src/evaluate.py and src/predict.py): aggregation, metrics,
+reports, dataset lists and the CLIs."""
 import csv
 import json
 import shutil
@@ -10,11 +11,13 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from src import evaluate, predict
-from src.evaluate import dataset_items, eer, evaluate_items, metrics, summarize
+from src.common.layout import MANIPULATIONS
 from src.export import FastMobileVitV2Block
 from src.faces.detectors import REFERENCE_FACES, Face, choose_detector
 from src.models.networks import create_classifier, student_view
-from src.scoring import score
+from src.scoring import evaluation, score
+from src.scoring.evaluation import evaluate_items
+from src.scoring.metrics import eer, metrics, summarize
 from src.scoring.score import (
     FaceScore,
     MediaScores,
@@ -25,6 +28,7 @@ from src.scoring.score import (
     load_scorer,
     score_media,
 )
+from src.scoring.testsets import Item, VideoResult, dataset_items
 
 from conftest import CLIPS, SQUARE, GreyModel, SquareDetector, evaluate_cli, run_ranks, student_checkpoint
 
@@ -84,8 +88,8 @@ def test_eer_interpolates_where_fpr_meets_fnr():
 
 
 def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
-    mk = lambda label, group, score: evaluate.VideoResult(  # noqa: E731
-        evaluate.Item(f"{group}{score}", label, group),
+    mk = lambda label, group, score: VideoResult(  # noqa: E731
+        Item(f"{group}{score}", label, group),
         MediaScores([FaceScore(0, [0, 0, 1, 1], score)], 1))
     results = [mk(0, "real", 0.2), mk(0, "real", 0.6), mk(1, "Deepfakes", 0.9), mk(1, "FaceSwap", 0.4)]
     s = summarize(results)
@@ -95,7 +99,7 @@ def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
 
 
 def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys, keep_torch_threads):
-    monkeypatch.setattr(evaluate, "make_detector", lambda *a, **k: SquareDetector())
+    monkeypatch.setattr(evaluation, "make_detector", lambda *a, **k: SquareDetector())
     monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
     (tmp_path / "model.pth").write_bytes(b"a model")
     evaluate.main(["--weights", str(tmp_path / "model.pth"), "--dataset", "folder", "--root", str(folder), "--frames",
@@ -131,11 +135,10 @@ def test_dataset_lists_read_the_release_layouts(tmp_path):
     touch(tmp_path, "source/val/videos/1.mp4", "target/val/videos/2.mp4")
     assert [(i.path.name, i.label) for i in dataset_items("ffiw", tmp_path)] == [("1.mp4", 0), ("2.mp4", 1)]
     (tmp_path / "test.json").write_text(json.dumps([["001", "002"]]))
-    manipulations = evaluate.MANIPULATIONS
     touch(tmp_path, "original_sequences/youtube/c23/videos/001.mp4", "original_sequences/youtube/c23/videos/002.mp4",
-          *(f"manipulated_sequences/{m}/c23/videos/{v}.mp4" for m in manipulations for v in ("001_002", "002_001")))
+          *(f"manipulated_sequences/{m}/c23/videos/{v}.mp4" for m in MANIPULATIONS for v in ("001_002", "002_001")))
     ff = dataset_items("ff", tmp_path)
-    assert len(ff) == 10 and sum(i.label for i in ff) == 8 and {i.group for i in ff} == {"real", *manipulations}
+    assert len(ff) == 10 and sum(i.label for i in ff) == 8 and {i.group for i in ff} == {"real", *MANIPULATIONS}
     (tmp_path / "videos/aaa.mp4").unlink()
     with pytest.raises(FileNotFoundError, match="1 of the 2 videos.*aaa.mp4"):
         dataset_items("dfdc", tmp_path)
@@ -193,7 +196,7 @@ def test_scoring_runs_mobilevitv2_in_its_faster_exact_form_one_face_per_call_on_
 
 def test_predict_json_gives_overall_and_per_face_probabilities(folder, tmp_path, monkeypatch, capsys):
     student_checkpoint(tmp_path / "student.pth", 40)
-    monkeypatch.setattr(predict, "make_detector", lambda *a, **k: SquareDetector())
+    monkeypatch.setattr("src.scoring.predict.make_detector", lambda *a, **k: SquareDetector())
     predict.main(["--weights", str(tmp_path / "student.pth"), "--json", "--frames", "4", "--device", "cpu",
                   "--save-vis", str(tmp_path / "vis"), str(folder / "real/photo.png"), str(folder / "real/r1.avi"),
                   str(folder / "fake/empty.avi")])

@@ -1,6 +1,6 @@
 """Numbers an evaluation can be trusted with: a resume keyed to the model file and its settings, truncated videos
 listed, the training data's detector carried through ONNX, threads budgeted to the cores, and bad input refused in
-one line (src/evaluate.py, src/predict.py)."""
+one line (src/evaluate.py, src/predict.py and their libraries in src/scoring)."""
 import csv
 import hashlib
 import json
@@ -17,10 +17,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from src import evaluate, predict
 from src.common.logs import cli
-from src.evaluate import scoring_threads
 from src.faces.detectors import REFERENCE_FACES, choose_detector, frame_count, one_thread, read_frames
 from src.models.networks import create_classifier
 from src.scoring import score
+from src.scoring.evaluation import scoring_threads
 from src.scoring.score import load_scorer
 
 from conftest import CLIPS, GreyModel, SquareDetector, clip_frame, evaluate_cli, write_video
@@ -47,8 +47,8 @@ def run_cli(main, root_or_inputs, out, monkeypatch, *extra, weights, faces=REFER
         chosen.append(name)
         return NamedDetector(name)
 
-    module = evaluate if main is evaluate.main else predict
-    monkeypatch.setattr(module, "make_detector", detector)
+    library = "src.scoring.evaluation" if main is evaluate.main else "src.scoring.predict"
+    monkeypatch.setattr(f"{library}.make_detector", detector)
     if faces is not None:
         monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, faces))
     if main is evaluate.main:

@@ -8,8 +8,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from src import predict
-from src.evaluate import Item, VideoResult, plot_roc
+from src.scoring.report import plot_roc
 from src.scoring.score import FaceScore, MediaScores
+from src.scoring.testsets import Item, VideoResult
 
 from conftest import SQUARE, SquareDetector, clip_frame, student_checkpoint, write_video
 
@@ -97,7 +98,7 @@ def test_save_vis_on_a_video_without_a_face_says_so_and_decodes_each_input_once(
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append(
         (fig.axes[0].get_title(), [t.get_text() for t in fig.axes[0].texts], len(fig.axes[0].lines))) or
         save(fig, *a, **k))
-    monkeypatch.setattr(predict, "make_detector", lambda *a, **k: SquareDetector())
+    monkeypatch.setattr("src.scoring.predict.make_detector", lambda *a, **k: SquareDetector())
     predict.main(["--weights", str(tmp_path / "student.pth"), "--frames", "4", "--device", "cpu", "--save-vis",
                   str(tmp_path / "vis"), str(tmp_path / "empty.avi"), str(tmp_path / "faces.avi")])
     assert len(decoded) == len(set(decoded)) == 8 and {p for p, _ in decoded} == {str(tmp_path / "empty.avi"),

@@ -8,7 +8,7 @@ import pytest
 
 from src import summary
 from src.common.logs import cli
-from src.evaluate import READERS
+from src.scoring.testsets import READERS
 
 from conftest import evaluate_cli
 
