@@ -73,8 +73,8 @@ def build(m: Model, net: nn.Module | None = None) -> nn.Module:
     """The eval-mode network of `m` (`net`, else loaded on the CPU) fed as src.export's file is: crops at m.crop px,
     resized to m.size inside (`StudentInput`) when they differ."""
     from src.export import network
+    from src.models.classifier import StudentInput, load_detector_model
     from src.models.networks import create_classifier
-    from src.scoring.score import StudentInput, load_detector_model
 
     if net is None:
         net = create_classifier(m.arch) if m.weights is None else network(load_detector_model(m.weights)[0])
@@ -89,7 +89,7 @@ def resolve(role: str, arch: str, size: int, weights: str | None, crop: int | No
         return m, build(m)
     from src.common.config import resolve_path
     from src.export import network
-    from src.scoring.score import load_detector_model
+    from src.models.classifier import load_detector_model
 
     file = str(resolve_path(weights, f"{role} weights"))
     model, own, _ = load_detector_model(file)
@@ -222,8 +222,8 @@ def auc_check(m: Model, files: dict[str, str], config: str | None, threads: int)
 
     from src.data.dataset import build_dataset
     from src.export import OrtClassifier, data_config, network
+    from src.models.classifier import load_detector_model
     from src.models.networks import torch_load
-    from src.scoring.score import load_detector_model
     from src.train.engine import evaluate, make_loader
 
     row = dict(model=m.role, weights=m.weights, files={p: Path(f).name for p, f in files.items()})

@@ -49,6 +49,7 @@ from src.common.checkpoint import file_sha256
 from src.common.config import Config, build_config, load_config, resolve_path
 from src.common.logs import BadInput, UserError, cli, make_folder, setup_logging
 from src.deploy.runtime import ort_session, quantize_int8
+from src.models.classifier import StudentInput, load_detector_model
 from src.models.networks import student_view, torch_load
 
 _logger = logging.getLogger(__name__)
@@ -307,8 +308,6 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 
 def network(model: nn.Module) -> nn.Module:
     """The classifier itself: a student from src.evaluate without its crop resize (`StudentInput`)."""
-    from src.scoring.score import StudentInput  # noqa: PLC0415 (cv2 and dlib only with weights)
-
     return model.model if isinstance(model, StudentInput) else model
 
 
@@ -383,8 +382,6 @@ def model_card(file: Path, fmt: str, weights: Path, ckpt: dict, arch: str, crop:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from src.scoring.score import load_detector_model  # noqa: PLC0415 (cv2 and dlib only for the CLI)
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="FFc23.tar, a timm B4 state dict, or our checkpoint (glob ok)")
     ap.add_argument("--format", choices=FORMATS, default="onnx")

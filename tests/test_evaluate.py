@@ -13,15 +13,14 @@ from src import evaluate, predict
 from src.evaluate import dataset_items, eer, evaluate_items, metrics, summarize
 from src.export import FastMobileVitV2Block
 from src.faces.detectors import REFERENCE_FACES, Face, choose_detector
+from src.models.classifier import StudentInput, load_detector_model
 from src.models.networks import create_classifier, student_view
 from src.scoring import score
 from src.scoring.score import (
     FaceScore,
     MediaScores,
-    StudentInput,
     default_batch,
     fake_probabilities,
-    load_detector_model,
     load_scorer,
     score_media,
 )
