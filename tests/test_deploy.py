@@ -13,9 +13,10 @@ from torch import nn
 from src import benchmark, export
 from src.common import checkpoint
 from src.deploy import runtime as deploy
+from src.deploy.classifier import OrtClassifier
 from src.deploy.runtime import ort_session
-from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
 from src.faces.detectors import REFERENCE_FACES
+from src.models.fast_mobilevit import FastMobileVitV2Block, fast_mobilevitv2
 from src.models.networks import count_params, create_classifier
 
 STUDENT, TEACHER = "mobilevitv2_050", "test_efficientnet"  # tiny: a MobileViTv2 and an EfficientNet with SE blocks

@@ -11,9 +11,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from src import evaluate, predict
 from src.evaluate import dataset_items, eer, evaluate_items, metrics, summarize
-from src.export import FastMobileVitV2Block
 from src.faces.detectors import REFERENCE_FACES, Face, choose_detector
 from src.models.classifier import StudentInput, load_detector_model
+from src.models.fast_mobilevit import FastMobileVitV2Block
 from src.models.networks import create_classifier, student_view
 from src.scoring import score
 from src.scoring.score import (

@@ -10,13 +10,13 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYER = {"common": 0, "models": 1, "faces": 1, "data": 1, "scoring": 2, "deploy": 2, "train": 2}
-SIDEWAYS = {("data", "faces"), ("data", "models")}  # the only imports between packages of one layer
+# The only imports between packages of one layer (scoring may use deploy's runtime, never the reverse)
+SIDEWAYS = {("data", "faces"), ("data", "models"), ("scoring", "deploy")}
 # Edges that still break the rule, each to be removed by a later change (the list may only shrink).
 PENDING = {
     ("src.common.config", "src.train.schedule"),  # validate_alpha_schedule belongs to the config
     ("src.data.dataset", "src.synthetic"),  # generate_dataset for the demo: the generator's library is a command
     ("src.faces.retinaface", "src.models.networks"),  # strict_load, torch_load belong to common.checkpoint
-    ("src.scoring.score", "src.export"),  # fast_mobilevitv2 and OrtClassifier belong to deploy
 }
 
 

@@ -29,6 +29,7 @@ from src.faces.detectors import (
 )
 from src.faces.geometry import BadSample, box_crop
 from src.models.classifier import DetectorModel, load_detector_model
+from src.models.fast_mobilevit import fast_mobilevitv2
 
 _logger = logging.getLogger(__name__)
 
@@ -66,18 +67,16 @@ class MediaScores:
 
 
 def load_scorer(path: str | Path, runtime: str = "torch", threads: int | None = None) -> DetectorModel:
-    """`load_detector_model` with MobileViTv2 blocks in their exact faster form (src.export's rewrite, tested against
+    """`load_detector_model` with MobileViTv2 blocks in their exact faster form (models.fast_mobilevit, tested against
     timm), or with runtime 'onnx' an exported .onnx file in ONNX Runtime with `threads` (default: all cores); its
     crop size is its input's and its training data's faces record the one src.export wrote into its metadata."""
     file = resolve_path(str(path), "weights")
     if runtime == "torch":
-        from src.export import fast_mobilevitv2  # noqa: PLC0415 (ONNX imports only for scoring)
-
         if file.suffix == ".onnx":
             raise UserError(f"{file} is an exported ONNX file: score it with --runtime onnx")
         model, crop, faces = load_detector_model(file)
         return DetectorModel(fast_mobilevitv2(model), crop, faces)
-    from src.export import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
+    from src.deploy.classifier import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
 
     if file.suffix != ".onnx":
         raise BadInput(f"--runtime onnx scores an exported .onnx file (python -m src.export), not {file}")
