@@ -72,7 +72,7 @@ class Model:
 def build(m: Model, net: nn.Module | None = None) -> nn.Module:
     """The eval-mode network of `m` (`net`, else loaded on the CPU) fed as src.export's file is: crops at m.crop px,
     resized to m.size inside (`StudentInput`) when they differ."""
-    from src.export import network
+    from src.deploy.onnx import network
     from src.models.classifier import StudentInput, load_detector_model
     from src.models.networks import create_classifier
 
@@ -88,7 +88,7 @@ def resolve(role: str, arch: str, size: int, weights: str | None, crop: int | No
         m = Model(role, arch, size, crop or size)
         return m, build(m)
     from src.common.config import resolve_path
-    from src.export import network
+    from src.deploy.onnx import network
     from src.models.classifier import load_detector_model
 
     file = str(resolve_path(weights, f"{role} weights"))
@@ -184,7 +184,7 @@ def ort_runner(session, size: int, batch: int) -> Callable[[], object]:
 
 def random_weight_files(net: nn.Module, m: Model, paths: list[str], folder: Path) -> dict[str, str]:
     """{path: ONNX file} of a random-weight role: exported into `folder`, int8 calibrated on random crops."""
-    from src.export import export_onnx
+    from src.deploy.onnx import export_onnx
 
     fp32 = export_onnx(net, m.crop, folder / f"{m.role}.onnx")
     files = {"onnx": str(fp32)}
@@ -197,7 +197,7 @@ def random_weight_files(net: nn.Module, m: Model, paths: list[str], folder: Path
 def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
     """{path: ONNX file} of a role with weights: the files src.export wrote beside them, checked to come from them."""
     from src.common.checkpoint import file_sha256
-    from src.export import WEIGHTS_KEY, exported_path, onnx_metadata
+    from src.deploy.onnx import WEIGHTS_KEY, exported_path, onnx_metadata
 
     files, sha = {}, file_sha256(m.weights)
     for p in paths:
@@ -221,7 +221,8 @@ def auc_check(m: Model, files: dict[str, str], config: str | None, threads: int)
     import torch
 
     from src.data.dataset import build_dataset
-    from src.export import OrtClassifier, data_config, network
+    from src.deploy.classifier import OrtClassifier
+    from src.deploy.onnx import data_config, network
     from src.models.classifier import load_detector_model
     from src.models.networks import torch_load
     from src.train.engine import evaluate, make_loader

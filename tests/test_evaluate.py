@@ -295,7 +295,7 @@ def test_two_processes_give_the_results_of_one(folder, tmp_path, monkeypatch):
 
 
 def test_onnx_runtime_scores_the_exported_file_as_pytorch(folder, tmp_path):
-    from src.export import export as export_onnx
+    from src.deploy.onnx import export as export_onnx
 
     torch.manual_seed(0)
     model = create_classifier("test_resnet").eval()
