@@ -34,7 +34,6 @@ from src.common.checkpoint import file_sha256
 from src.common.config import resolve_path
 from src.common.logs import BadInput, UserError, cli, make_folder, setup_logging
 from src.deploy.onnx import (
-    CALIBRATION_PAIRS,
     FACES_KEY,
     FORMATS,
     OPSET,
@@ -74,13 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         ap.exit(2, f"error: {e}\n")
     source = "no config" if cfg is None else f"data root {cfg.data_root}, from {a.config or 'the checkpoint'}"
+    calibration = None
+    if a.format == "onnx-int8":
+        from src.deploy.calibration import CALIBRATION_PAIRS  # noqa: PLC0415 (the SBI data pipeline: int8 only)
+
+        calibration = f"{CALIBRATION_PAIRS * 2} train crops ({source})"
     card = out.with_suffix(".md")
     net = network(model)
     card.write_text(model_card(out, a.format, weights, ckpt, net.pretrained_cfg["architecture"], crop,
-                               crop if net is model else model.size, faces, result, source))
+                               crop if net is model else model.size, faces, result, calibration))
     real = "no real inputs" if result["real"] is None else f"{result['real']:.2e} on real val crops"
-    if a.format == "onnx-int8":
-        print(f"int8 calibrated on {CALIBRATION_PAIRS * 2} train crops ({source})")
+    if calibration:
+        print(f"int8 calibrated on {calibration}")
     print(f"wrote {result['path']} ({a.format}, {crop} px, opset {OPSET}, dynamic batch; training faces: "
           f"{faces.get('detector')}) and its model card {card}")
     print(f"max |fake probability difference| to PyTorch: {result['random']:.2e} on random inputs, {real} ({source})")

@@ -7,7 +7,6 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -21,7 +20,6 @@ from src.deploy.classifier import OrtClassifier
 from src.deploy.runtime import quantize_int8
 from src.models.classifier import StudentInput
 from src.models.fast_mobilevit import fast_mobilevitv2
-from src.models.networks import student_view
 
 for _name in ("onnxscript", "onnx_ir"):  # the exporter's graph passes log every step at INFO
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -29,7 +27,6 @@ OPSET = 20  # the newest opset that the installed ONNX Runtime (1.2x-1.3x) runs 
 TOLERANCE = 1e-4  # max |fake probability difference| of the float32 file to PyTorch
 FORMATS = ("onnx", "onnx-int8")
 FACES_KEY, WEIGHTS_KEY = "faces", "weights_sha256"  # the ONNX metadata each exported file carries
-CALIBRATION_PAIRS = 64  # int8 ranges from 128 crops: 32 left the demo AUC up to 0.006 off float32, 128 within 0.0015
 
 
 def _global_pools(model: onnx.ModelProto) -> None:
@@ -62,23 +59,6 @@ def export_onnx(model: nn.Module, size: int, path: str | Path, opset: int = OPSE
     return Path(path)
 
 
-def real_crops(cfg: Config, split: str, pairs: int, size: int) -> torch.Tensor | None:
-    """The first `pairs` (real, fake) crops of `split` at `size` px, or None when the data root does not exist."""
-    if not Path(cfg.data_root).exists():
-        return None
-    from src.data.dataset import build_dataset, collate_pairs  # noqa: PLC0415 (the SBI pipeline only to calibrate)
-
-    dataset = build_dataset(cfg, split)
-    images = collate_pairs([dataset[i] for i in range(min(pairs, len(dataset)))])["images"]
-    return student_view(images, size)
-
-
-def calibration_batches(images: torch.Tensor, batch_size: int = 8) -> Iterator[np.ndarray]:
-    """`images` as float32 numpy batches for int8 calibration."""
-    for i in range(0, len(images), batch_size):
-        yield images[i:i + batch_size].float().numpy()
-
-
 @torch.no_grad()
 def max_prob_diff(model: nn.Module, deployed: nn.Module, images: torch.Tensor) -> float:
     """Max |softmax[:, 1] difference| of two models on `images`."""
@@ -96,6 +76,12 @@ def export(model: nn.Module, size: int, out: str | Path, fmt: str = "onnx", cfg:
     """
     out = Path(out)
     model = model.eval()
+    if cfg is not None:
+        from src.deploy.calibration import (  # noqa: PLC0415 (the SBI data pipeline only for a config's crops)
+            CALIBRATION_PAIRS,
+            calibration_batches,
+            real_crops,
+        )
     real = real_crops(cfg, "val", 8, size) if cfg is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, size, out if fmt == "onnx" else Path(tmp) / "fp32.onnx")
@@ -165,8 +151,8 @@ which inherit the terms of what made them (the project's guide, section 2, "Lice
 
 def model_card(file: Path, fmt: str, weights: Path, ckpt: dict, arch: str, crop: int, size: int, faces: dict,
                result: dict, calibration: str | None) -> str:
-    """The markdown model card of an exported file (the network's input `size`, fed `crop` px): what it is, what made
-    it, how to run and measure it, its terms."""
+    """The markdown model card of an exported file (the network's input `size`, fed `crop` px; an int8 file calibrated
+    on `calibration`): what it is, what made it, how to run and measure it, its terms."""
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
     detail = ", ".join(f"{k} {v}" for k, v in faces.items() if k != "detector")
     kind = ("int8 (static quantisation: per-channel int8 weights, uint8 activations)" if fmt == "onnx-int8"
@@ -195,8 +181,7 @@ def model_card(file: Path, fmt: str, weights: Path, ckpt: dict, arch: str, crop:
                                      f"metadata `{FACES_KEY}` holds this record"),
             ("teacher", teacher),
             ("validation AUC", auc),
-            ("check against PyTorch", check + (f"; calibrated on {CALIBRATION_PAIRS * 2} train crops ({calibration})"
-                                               if fmt == "onnx-int8" else ""))]
+            ("check against PyTorch", check + (f"; calibrated on {calibration}" if fmt == "onnx-int8" else ""))]
     if fmt == "onnx-int8":
         rows.append(("int8 AUC drop", "not measured by src.export; `python -m src.benchmark --student "
                                       f"{weights} --paths eager,onnx-int8` measures the val AUC of this file against "
