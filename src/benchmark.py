@@ -121,7 +121,7 @@ def peak_memory(m: Model, path: str, onnx_file: str | None, device: str, bf16: b
     import torch
     import torch.nn.functional as F
 
-    from src import evaluate  # noqa: F401 (imported before the baseline)
+    from src.models import classifier  # noqa: F401 (the loading code that build uses, imported before the baseline)
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
