@@ -12,6 +12,7 @@ from torch import nn
 
 from src import benchmark, export
 from src.common import checkpoint
+from src.deploy import benchmark as bench
 from src.deploy import onnx as onnx_export
 from src.deploy import runtime as deploy
 from src.deploy.classifier import OrtClassifier
@@ -133,7 +134,7 @@ def test_benchmark_times_and_auc_checks_the_shipped_files_as_they_are(demo, tmp_
     export.main(["--weights", str(weights), "--format", "onnx-int8"])
     shipped = (tmp_path / "BEST_int8.onnx").read_bytes()
     quantised = []
-    monkeypatch.setattr(benchmark, "quantize_int8", lambda src, dst, batches: quantised.append(Path(dst).name)
+    monkeypatch.setattr(bench, "quantize_int8", lambda src, dst, batches: quantised.append(Path(dst).name)
                         or deploy.quantize_int8(src, dst, batches))
     benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student", str(weights), "--paths",
                     "eager,onnx-int8", "--runs", "2", "--warmup", "1", "--batch", "4", "--batch-runs", "1",
