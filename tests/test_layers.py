@@ -17,7 +17,6 @@ PENDING = {
     ("src.common.config", "src.train.schedule"),  # validate_alpha_schedule belongs to the config
     ("src.data.dataset", "src.synthetic"),  # generate_dataset for the demo: the generator's library is a command
     ("src.faces.retinaface", "src.models.networks"),  # strict_load, torch_load belong to common.checkpoint
-    ("src.deploy.benchmark", "src.train.engine"),  # auc_check composes training validation: the command's
 }
 
 
