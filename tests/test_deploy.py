@@ -12,10 +12,13 @@ from torch import nn
 
 from src import benchmark, export
 from src.common import checkpoint
+from src.deploy import benchmark as bench
+from src.deploy import onnx as onnx_export
 from src.deploy import runtime as deploy
+from src.deploy.classifier import OrtClassifier
 from src.deploy.runtime import ort_session
-from src.export import FastMobileVitV2Block, OrtClassifier, fast_mobilevitv2
 from src.faces.detectors import REFERENCE_FACES
+from src.models.fast_mobilevit import FastMobileVitV2Block, fast_mobilevitv2
 from src.models.networks import count_params, create_classifier
 
 STUDENT, TEACHER = "mobilevitv2_050", "test_efficientnet"  # tiny: a MobileViTv2 and an EfficientNet with SE blocks
@@ -53,7 +56,7 @@ def test_fast_mobilevitv2_equals_timm_with_the_same_weights(size):
 @pytest.mark.slow
 def test_exported_student_standardises_without_shape_or_affine_ops(tmp_path):
     """Each norm is InstanceNormalization between two Reshapes of constant shapes, read only by convolutions."""
-    proto = onnx.load(export.export_onnx(_random_norms(create_classifier(STUDENT)), 64, tmp_path / "s.onnx"))
+    proto = onnx.load(onnx_export.export_onnx(_random_norms(create_classifier(STUDENT)), 64, tmp_path / "s.onnx"))
     nodes, consumers = list(proto.graph.node), {}
     for node in nodes:
         for name in node.input:
@@ -70,8 +73,8 @@ def teacher_onnx(tmp_path_factory) -> tuple[nn.Module, Path]:
     """The tiny teacher and its export at 64 px."""
     model = _random_norms(create_classifier(TEACHER))
     path = tmp_path_factory.mktemp("onnx") / "teacher.onnx"
-    result = export.export(model, 64, path)
-    assert result["random"] < export.TOLERANCE and result["real"] is None  # no config: no real crops
+    result = onnx_export.export(model, 64, path)
+    assert result["random"] < onnx_export.TOLERANCE and result["real"] is None  # no config: no real crops
     return model, path
 
 
@@ -82,7 +85,7 @@ def test_onnx_round_trip_matches_pytorch_at_any_batch(arch, teacher_onnx, tmp_pa
         model, path = teacher_onnx
     else:
         model, path = _random_norms(create_classifier(arch)), tmp_path / "m.onnx"
-        assert export.export(model, 64, path)["random"] < export.TOLERANCE
+        assert onnx_export.export(model, 64, path)["random"] < onnx_export.TOLERANCE
     graph = onnx.load(path).graph
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a named, dynamic batch axis
     assert "ReduceMean" not in {n.op_type for n in graph.node}  # SE and head pools are GlobalAveragePool
@@ -93,9 +96,9 @@ def test_onnx_round_trip_matches_pytorch_at_any_batch(arch, teacher_onnx, tmp_pa
 
 
 def test_export_refuses_a_file_that_differs_from_pytorch(teacher_onnx, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "export_onnx", lambda model, size, path: Path(shutil.copy(teacher_onnx[1], path)))
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda model, size, path: Path(shutil.copy(teacher_onnx[1], path)))
     with pytest.raises(ValueError, match="differs from PyTorch"):  # another model's file
-        export.export(_random_norms(create_classifier(TEACHER)), 64, tmp_path / "m.onnx")
+        onnx_export.export(_random_norms(create_classifier(TEACHER)), 64, tmp_path / "m.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +116,10 @@ def test_cli_writes_int8_checked_on_real_crops(demo, tmp_path, capsys):
     export.main(["--weights", str(demo / "student.pth"), "--format", "onnx-int8", "--out", str(out),
                  "--config", str(demo / "config.json")])
     printed = capsys.readouterr().out
-    assert f"(onnx-int8, 48 px, opset {export.OPSET}, dynamic batch; training faces: retinaface)" in printed
+    assert f"(onnx-int8, 48 px, opset {onnx_export.OPSET}, dynamic batch; training faces: retinaface)" in printed
     assert "on real val crops" in printed
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(out).graph.node}
-    recorded = ort_session(out).get_modelmeta().custom_metadata_map[export.FACES_KEY]  # no faces in its config:
+    recorded = ort_session(out).get_modelmeta().custom_metadata_map[onnx_export.FACES_KEY]  # no faces in its config:
     assert json.loads(recorded) == REFERENCE_FACES  # the SBI reference's, as src.evaluate reads the checkpoint
     logits = OrtClassifier(out)(torch.rand(3, 3, 48, 48))  # crops at 48 px: the resize to 40 is in the file
     assert logits.shape == (3, 2) and torch.isfinite(logits).all()
@@ -131,7 +134,7 @@ def test_benchmark_times_and_auc_checks_the_shipped_files_as_they_are(demo, tmp_
     export.main(["--weights", str(weights), "--format", "onnx-int8"])
     shipped = (tmp_path / "BEST_int8.onnx").read_bytes()
     quantised = []
-    monkeypatch.setattr(benchmark, "quantize_int8", lambda src, dst, batches: quantised.append(Path(dst).name)
+    monkeypatch.setattr(bench, "quantize_int8", lambda src, dst, batches: quantised.append(Path(dst).name)
                         or deploy.quantize_int8(src, dst, batches))
     benchmark.main(["--teacher-arch", TEACHER, "--teacher-size", "48", "--student", str(weights), "--paths",
                     "eager,onnx-int8", "--runs", "2", "--warmup", "1", "--batch", "4", "--batch-runs", "1",
@@ -201,13 +204,13 @@ def test_both_exported_files_carry_the_checkpoints_faces_record_and_a_model_card
     torch.save({"model": create_classifier(TEACHER).state_dict(), "arch": TEACHER, "epoch": 3, "val_auc": 0.8125,
                 "config": {"image_size": 48, "student_image_size": 40, "data_root": data_root, "faces": faces,
                            "teacher_weights": "weights/FFc23.tar"}}, weights)
-    for fmt in export.FORMATS:
+    for fmt in onnx_export.FORMATS:
         export.main(["--weights", str(weights), "--format", fmt])
     printed = capsys.readouterr().out
     for name in ("BEST.onnx", "BEST_int8.onnx"):
         recorded = ort_session(tmp_path / name).get_modelmeta().custom_metadata_map
-        assert json.loads(recorded[export.FACES_KEY]) == faces
-        assert recorded[export.WEIGHTS_KEY] == checkpoint.file_sha256(weights)
+        assert json.loads(recorded[onnx_export.FACES_KEY]) == faces
+        assert recorded[onnx_export.WEIGHTS_KEY] == checkpoint.file_sha256(weights)
         card = (tmp_path / name).with_suffix(".md").read_text()
         assert card.startswith(f"# {name}\n") and "faces found by **dlib**" in card and "0.8125 at epoch 3" in card
         assert f"`{TEACHER}` (timm)" in card and "48 px face crop" in card and "resized inside the file to 40" in card

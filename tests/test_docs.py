@@ -79,7 +79,7 @@ def test_benchmark_on_cuda_says_loudly_what_it_skips(monkeypatch, caplog):
 
 def test_the_guides_python_snippet_scores_a_clip_in_eval_mode(tmp_path, monkeypatch, capsys):
     from src.faces import detectors as faces
-    from src.scoring.score import StudentInput
+    from src.models.classifier import StudentInput
 
     model = student_checkpoint(tmp_path / "BEST.pth", 40)  # crops at 48 px, the student at 40 inside
     write_video(tmp_path / "clip.mp4", [clip_frame((40, 90, 0))] * 8)

@@ -12,8 +12,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from src import evaluate, predict
 from src.common.layout import MANIPULATIONS
-from src.export import FastMobileVitV2Block
 from src.faces.detectors import REFERENCE_FACES, Face, choose_detector
+from src.models.classifier import StudentInput, load_detector_model
+from src.models.fast_mobilevit import FastMobileVitV2Block
 from src.models.networks import create_classifier, student_view
 from src.scoring import evaluation, score
 from src.scoring.evaluation import evaluate_items
@@ -21,10 +22,8 @@ from src.scoring.metrics import eer, metrics, summarize
 from src.scoring.score import (
     FaceScore,
     MediaScores,
-    StudentInput,
     default_batch,
     fake_probabilities,
-    load_detector_model,
     load_scorer,
     score_media,
 )
@@ -299,7 +298,7 @@ def test_two_processes_give_the_results_of_one(folder, tmp_path, monkeypatch):
 
 
 def test_onnx_runtime_scores_the_exported_file_as_pytorch(folder, tmp_path):
-    from src.export import export as export_onnx
+    from src.deploy.onnx import export as export_onnx
 
     torch.manual_seed(0)
     model = create_classifier("test_resnet").eval()

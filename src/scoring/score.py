@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.common import checkpoint
 from src.common.config import resolve_path
 from src.common.logs import BadInput, UserError
 from src.common.timing import Stopwatch
@@ -29,10 +28,10 @@ from src.faces.detectors import (
     read_frame_batches,
 )
 from src.faces.geometry import BadSample, box_crop
-from src.models.networks import student_view, teacher_from_checkpoint
+from src.models.classifier import DetectorModel, load_detector_model
+from src.models.fast_mobilevit import fast_mobilevitv2
 
 _logger = logging.getLogger(__name__)
-TEACHER_SIZE = 380  # input size of the SBI EfficientNet-B4 (FFc23.tar) and of plain timm state dicts
 
 
 @dataclass
@@ -67,64 +66,17 @@ class MediaScores:
         return float(np.mean(list(frames.values()))) if frames else None
 
 
-class StudentInput(nn.Module):
-    """A student behind its training input path: face crops at image_size, resized with antialiasing to its size."""
-
-    def __init__(self, model: nn.Module, size: int):
-        super().__init__()
-        self.model, self.size = model, size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(student_view(x, self.size))
-
-
-class DetectorModel(NamedTuple):
-    model: nn.Module  # frozen, eval mode
-    crop: int  # face crop size
-    faces: dict  # the faces.json of its training data: which detector and landmark model made it
-
-
-def load_detector_model(path: str | Path) -> DetectorModel:
-    """The model of FFc23.tar (380), a timm state dict (380) or one of our checkpoints, with its crop size and the
-    face source of its training data (the SBI reference's for FFc23.tar and plain state dicts).
-
-    A student trained at student_image_size sees what it saw in training and validation: the crop resized to
-    image_size, then downsized with antialiasing inside the returned model.
-    """
-    file = resolve_path(str(path), "weights")
-    ckpt = checkpoint.load(file)
-    model = teacher_from_checkpoint(ckpt, file)  # every supported format, strictly loaded
-    config = ckpt.get("config")
-    crop, size, faces = TEACHER_SIZE, None, dict(REFERENCE_FACES)
-    if isinstance(config, dict):
-        if not config.get("image_size"):
-            raise UserError(f"{file}: its config records no image_size (the face crop size it was trained on), which "
-                            f"scoring needs; set config['image_size'] in the checkpoint, or give its model's state "
-                            f"dict alone (scored at {TEACHER_SIZE} px)")
-        crop, size = config["image_size"], config.get("student_image_size")
-        if config.get("faces"):
-            faces = config["faces"]
-        else:
-            _logger.info("%s does not record its training data's face detector: assuming the SBI reference's", file)
-    if size and size != crop:
-        model = StudentInput(model, size).eval()
-    _logger.info("model %s: face crops at %d px%s", file, crop, f", model input {size} px" if size else "")
-    return DetectorModel(model, int(crop), faces)
-
-
 def load_scorer(path: str | Path, runtime: str = "torch", threads: int | None = None) -> DetectorModel:
-    """`load_detector_model` with MobileViTv2 blocks in their exact faster form (src.export's rewrite, tested against
+    """`load_detector_model` with MobileViTv2 blocks in their exact faster form (models.fast_mobilevit, tested against
     timm), or with runtime 'onnx' an exported .onnx file in ONNX Runtime with `threads` (default: all cores); its
     crop size is its input's and its training data's faces record the one src.export wrote into its metadata."""
     file = resolve_path(str(path), "weights")
     if runtime == "torch":
-        from src.export import fast_mobilevitv2  # noqa: PLC0415 (ONNX imports only for scoring)
-
         if file.suffix == ".onnx":
             raise UserError(f"{file} is an exported ONNX file: score it with --runtime onnx")
         model, crop, faces = load_detector_model(file)
         return DetectorModel(fast_mobilevitv2(model), crop, faces)
-    from src.export import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
+    from src.deploy.classifier import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
 
     if file.suffix != ".onnx":
         raise BadInput(f"--runtime onnx scores an exported .onnx file (python -m src.export), not {file}")
