@@ -61,11 +61,11 @@ def auc_check(m: Model, files: dict[str, str], config: str | None, threads: int)
     from src.data.dataset import build_dataset
     from src.deploy.classifier import OrtClassifier
     from src.deploy.onnx import data_config, network
-    from src.models.classifier import load_detector_model
+    from src.models.classifier import load_classifier
     from src.train.engine import evaluate, make_loader
 
     row = dict(model=m.role, weights=m.weights, files={p: Path(f).name for p, f in files.items()})
-    model, crop, _ = load_detector_model(m.weights)
+    model, crop, _ = load_classifier(m.weights)
     cfg = data_config(Path(m.weights), load(m.weights), crop, config)
     if cfg is None:
         return dict(row, skipped="it carries no training config: pass --config")

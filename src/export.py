@@ -44,7 +44,7 @@ from src.deploy.onnx import (
     model_card,
     network,
 )
-from src.models.classifier import load_detector_model
+from src.models.classifier import load_classifier
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     setup_logging()
     try:
-        model, crop, faces = load_detector_model(a.weights)
+        model, crop, faces = load_classifier(a.weights)
         weights = resolve_path(a.weights, "weights")
         ckpt = load(weights)
         cfg = data_config(weights, ckpt, crop, a.config)

@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from src import evaluate, predict
 from src.common.layout import MANIPULATIONS
 from src.faces.detectors import REFERENCE_FACES, Face, choose_detector
-from src.models.classifier import StudentInput, load_detector_model
+from src.models.classifier import StudentInput, load_classifier
 from src.models.fast_mobilevit import FastMobileVitV2Block
 from src.models.networks import create_classifier, student_view
 from src.scoring import evaluation, score
@@ -99,7 +99,7 @@ def test_per_manipulation_results_pair_each_fake_group_with_all_reals():
 
 def test_cli_writes_results_json_csv_and_profile(folder, tmp_path, monkeypatch, capsys, keep_torch_threads):
     monkeypatch.setattr(evaluation, "make_detector", lambda *a, **k: SquareDetector())
-    monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, REFERENCE_FACES))
+    monkeypatch.setattr(score, "load_classifier", lambda path: (GreyModel(), 32, REFERENCE_FACES))
     (tmp_path / "model.pth").write_bytes(b"a model")
     evaluate.main(["--weights", str(tmp_path / "model.pth"), "--dataset", "folder", "--root", str(folder), "--frames",
                    "4", "--out", str(tmp_path / "out"), "--profile", "--device", "cpu"])
@@ -171,12 +171,12 @@ def test_videos_in_the_sbi_code_layout_are_refused_with_the_fix(tmp_path, capsys
 def test_load_detector_model_feeds_the_student_as_in_training(tmp_path):
     student_checkpoint(tmp_path / "a.pth", 40)
     student_checkpoint(tmp_path / "b.pth", None)
-    model, size, faces = load_detector_model(tmp_path / "a.pth")  # crops at image_size 48, antialiased to 40 inside
+    model, size, faces = load_classifier(tmp_path / "a.pth")  # crops at image_size 48, antialiased to 40 inside
     assert size == 48 and not model.training and not any(p.requires_grad for p in model.parameters())
     x = torch.rand(2, 3, 48, 48)
     assert torch.equal(model(x), model.model(student_view(x, 40)))
     assert faces == REFERENCE_FACES  # a checkpoint that does not record its data's detector: the reference's
-    model, size, _ = load_detector_model(tmp_path / "b.pth")
+    model, size, _ = load_classifier(tmp_path / "b.pth")
     assert size == 48 and not isinstance(model, StudentInput)
 
 
@@ -184,7 +184,7 @@ def test_scoring_runs_mobilevitv2_in_its_faster_exact_form_one_face_per_call_on_
     model = create_classifier("mobilevitv2_050")
     torch.save({"model": model.state_dict(), "arch": "mobilevitv2_050", "epoch": 1, "val_auc": 0.5,
                 "config": {"image_size": 80, "student_image_size": 64}}, tmp_path / "s.pth")
-    timm_graph, crop, _ = load_detector_model(tmp_path / "s.pth")
+    timm_graph, crop, _ = load_classifier(tmp_path / "s.pth")
     fast, _, _ = load_scorer(tmp_path / "s.pth")
     crops = np.random.default_rng(0).integers(0, 256, (3, crop, crop, 3), np.uint8)
     a, b = (fake_probabilities(m, crops, "cpu") for m in (timm_graph, fast))

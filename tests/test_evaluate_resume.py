@@ -50,7 +50,7 @@ def run_cli(main, root_or_inputs, out, monkeypatch, *extra, weights, faces=REFER
     library = "src.scoring.evaluation" if main is evaluate.main else "src.scoring.predict"
     monkeypatch.setattr(f"{library}.make_detector", detector)
     if faces is not None:
-        monkeypatch.setattr(score, "load_detector_model", lambda path: (GreyModel(), 32, faces))
+        monkeypatch.setattr(score, "load_classifier", lambda path: (GreyModel(), 32, faces))
     if main is evaluate.main:
         main(["--weights", str(weights), "--dataset", "folder", "--root", str(root_or_inputs), "--frames", "4",
               "--out", str(out), "--device", "cpu", "--workers", "0", *extra])

@@ -18,8 +18,8 @@ from src.common.layout import MANIPULATIONS
 from src.common.logs import BadInput, MissingFile
 from src.faces.detectors import (
     FACES_FILE,
-    Detector,
     DlibDetector,
+    FaceDetector,
     UnreadableMedia,
     fork_safe_opencv,
     frame_count,
@@ -66,7 +66,7 @@ def _extent(landmarks: np.ndarray) -> float:
     return float(np.prod(landmarks.max(0) - landmarks.min(0)))
 
 
-def process_video(path: Path, out: Path, detector: Detector, landmarker: DlibDetector, frames: int,
+def process_video(path: Path, out: Path, detector: FaceDetector, landmarker: DlibDetector, frames: int,
                   summary: Summary) -> None:
     """Write the frames with a face, their landmarks and boxes of one video under `out` (its sequence folder)."""
     vid, tmp = path.stem, {k: out / k / f".{path.stem}.partial" for k in KINDS}
@@ -134,7 +134,7 @@ def merge(into: Summary, other: Summary) -> None:
         setattr(into, f.name, getattr(into, f.name) + getattr(other, f.name))
 
 
-def preprocess(root: str | Path, compression: str, detector: Detector, landmarker: DlibDetector, frames: int = 32,
+def preprocess(root: str | Path, compression: str, detector: FaceDetector, landmarker: DlibDetector, frames: int = 32,
                sequences: list[str] | None = None, workers: int = 0, d: Dist = Dist()) -> dict[str, Summary]:
     """Process every unfinished video of the chosen sequences; returns a summary per sequence folder.
 

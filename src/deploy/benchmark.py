@@ -46,11 +46,11 @@ def build(m: Model, net: nn.Module | None = None) -> nn.Module:
     """The eval-mode network of `m` (`net`, else loaded on the CPU) fed as src.export's file is: crops at m.crop px,
     resized to m.size inside (`StudentInput`) when they differ."""
     from src.deploy.onnx import network
-    from src.models.classifier import StudentInput, load_detector_model
+    from src.models.classifier import StudentInput, load_classifier
     from src.models.networks import create_classifier
 
     if net is None:
-        net = create_classifier(m.arch) if m.weights is None else network(load_detector_model(m.weights)[0])
+        net = create_classifier(m.arch) if m.weights is None else network(load_classifier(m.weights)[0])
     return (net if m.crop == m.size else StudentInput(net, m.size)).eval()
 
 
@@ -62,10 +62,10 @@ def resolve(role: str, arch: str, size: int, weights: str | None, crop: int | No
         return m, build(m)
     from src.common.config import resolve_path
     from src.deploy.onnx import network
-    from src.models.classifier import load_detector_model
+    from src.models.classifier import load_classifier
 
     file = str(resolve_path(weights, f"{role} weights"))
-    model, own, _ = load_detector_model(file)
+    model, own, _ = load_classifier(file)
     net = network(model)
     m = Model(role, net.pretrained_cfg["architecture"], own if net is model else model.size, own, file)
     return m, build(m, net)

@@ -66,7 +66,7 @@ class UnreadableMedia(UserError, OSError):
     """An image or video that OpenCV cannot decode."""
 
 
-class Detector(Protocol):
+class FaceDetector(Protocol):
     def detect(self, rgb: np.ndarray, image: bool = False) -> list[Face]:
         """Faces of one RGB uint8 frame, largest first (`image`: a single photo rather than a video frame)."""
 
@@ -176,7 +176,7 @@ def find_retinaface_weights(path: str | Path | None = None) -> Path:
 
 
 def make_detector(name: str = "retinaface", predictor: str | Path | None = None, upsample: int = 1,
-                  retinaface_weights: str | Path | None = None, device: str = "cpu") -> Detector:
+                  retinaface_weights: str | Path | None = None, device: str = "cpu") -> FaceDetector:
     """The detector called `name`; a missing model file is an error that names it and where to get it."""
     if name == "dlib":
         return DlibDetector(predictor, upsample)

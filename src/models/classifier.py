@@ -13,7 +13,7 @@ from src.common import checkpoint
 from src.common.config import resolve_path
 from src.common.layout import REFERENCE_FACES
 from src.common.logs import UserError
-from src.models.networks import student_view, teacher_from_checkpoint
+from src.models.networks import classifier_from_checkpoint, student_view
 
 _logger = logging.getLogger(__name__)
 TEACHER_SIZE = 380  # input size of the SBI EfficientNet-B4 (FFc23.tar) and of plain timm state dicts
@@ -30,13 +30,13 @@ class StudentInput(nn.Module):
         return self.model(student_view(x, self.size))
 
 
-class DetectorModel(NamedTuple):
+class Classifier(NamedTuple):
     model: nn.Module  # frozen, eval mode
     crop: int  # face crop size
     faces: dict  # the faces.json of its training data: which detector and landmark model made it
 
 
-def load_detector_model(path: str | Path) -> DetectorModel:
+def load_classifier(path: str | Path) -> Classifier:
     """The model of FFc23.tar (380), a timm state dict (380) or one of our checkpoints, with its crop size and the
     face source of its training data (the SBI reference's for FFc23.tar and plain state dicts).
 
@@ -45,7 +45,7 @@ def load_detector_model(path: str | Path) -> DetectorModel:
     """
     file = resolve_path(str(path), "weights")
     ckpt = checkpoint.load(file)
-    model = teacher_from_checkpoint(ckpt, file)  # every supported format, strictly loaded
+    model = classifier_from_checkpoint(ckpt, file)  # every supported format, strictly loaded
     config = ckpt.get("config")
     crop, size, faces = TEACHER_SIZE, None, dict(REFERENCE_FACES)
     if isinstance(config, dict):
@@ -61,4 +61,4 @@ def load_detector_model(path: str | Path) -> DetectorModel:
     if size and size != crop:
         model = StudentInput(model, size).eval()
     _logger.info("model %s: face crops at %d px%s", file, crop, f", model input {size} px" if size else "")
-    return DetectorModel(model, int(crop), faces)
+    return Classifier(model, int(crop), faces)

@@ -109,25 +109,27 @@ def load_teacher(path: str | Path, arch: str = "tf_efficientnet_b4") -> nn.Modul
     wins over `arch`), or a plain timm state dict for `arch`. `path` may be a glob (the newest match is used).
     """
     file = resolve_path(str(path), "teacher_weights")
-    return teacher_from_checkpoint(checkpoint.load(file), file, arch)
+    return classifier_from_checkpoint(checkpoint.load(file), file, arch, role="teacher")
 
 
-def teacher_from_checkpoint(ckpt: Any, file: Path, arch: str = "tf_efficientnet_b4") -> nn.Module:
-    """`load_teacher` of a checkpoint already read from `file` (named in messages)."""
+def classifier_from_checkpoint(ckpt: Any, file: Path, arch: str = "tf_efficientnet_b4", role: str = "model"
+                               ) -> nn.Module:
+    """A frozen classifier from a checkpoint already read from `file`, in any format `load_teacher` takes; `role`
+    (teacher, model) names it in messages."""
     if _is_own_checkpoint(ckpt):
-        _logger.info("teacher %s: this project's checkpoint of '%s' (arch argument ignored)", file, ckpt["arch"])
+        _logger.info("%s %s: this project's checkpoint of '%s' (arch argument ignored)", role, file, ckpt["arch"])
         model = _model_from_checkpoint(ckpt, file)
     elif _is_sbi_checkpoint(ckpt):
-        _logger.info("teacher %s: SBI EfficientNet-B4 checkpoint, converted to timm '%s'", file, arch)
+        _logger.info("%s %s: SBI EfficientNet-B4 checkpoint, converted to timm '%s'", role, file, arch)
         model = create_classifier(arch)
         source = f"{file} (SBI EfficientNet-B4 checkpoint as '{arch}')"
         checkpoint.strict_load(model, convert_sbi_state_dict(ckpt["model"]), source)
     elif _is_state_dict(ckpt):
-        _logger.info("teacher %s: plain timm state dict for '%s'", file, arch)
+        _logger.info("%s %s: plain timm state dict for '%s'", role, file, arch)
         model = create_classifier(arch)
         checkpoint.strict_load(model, ckpt, f"{file} (plain timm state dict for '{arch}')")
     else:
-        raise BadInput(f"teacher weights {file} are in no known format (an SBI checkpoint with 'model' of net.* "
+        raise BadInput(f"{role} weights {file} are in no known format (an SBI checkpoint with 'model' of net.* "
                          f"keys, this project's checkpoint with 'arch' and 'model', or a timm state dict); "
                          f"found {_keys(ckpt)}")
     model.eval()

@@ -23,7 +23,7 @@ from src.common.distributed import broadcast, finish, host_barrier, init_distrib
 from src.common.logs import UserError, make_folder, setup_logging
 from src.common.timing import Stopwatch
 from src.faces.detectors import (
-    Detector,
+    FaceDetector,
     UnreadableMedia,
     choose_detector,
     find_retinaface_weights,
@@ -45,7 +45,7 @@ class VideoCrops(Dataset):
     """Item i: the face crops of video i, decoded, detected and cropped where the DataLoader runs it (a worker
     process); with `detector` None, its decoded frames only (the main process detects: RetinaFace on a GPU)."""
 
-    def __init__(self, items: list[Item], detector: Detector | None, frames: int, size: int):
+    def __init__(self, items: list[Item], detector: FaceDetector | None, frames: int, size: int):
         self.items, self.detector, self.frames, self.size = items, detector, frames, size
 
     def __len__(self) -> int:
@@ -69,7 +69,7 @@ def _as_is(sample: dict) -> dict:
     return sample
 
 
-def evaluate_items(items: list[Item], detector: Detector, model: nn.Module, size: int, frames: int = 32,
+def evaluate_items(items: list[Item], detector: FaceDetector, model: nn.Module, size: int, frames: int = 32,
                    device: str | torch.device = "cpu", batch_size: int | None = None, timer: dict | None = None,
                    workers: int = 0, bf16: bool = False,
                    on_result: Callable[[VideoResult], None] | None = None) -> list[VideoResult]:

@@ -15,7 +15,7 @@ from src.common.plots import pyplot
 from src.faces.detectors import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
-    Detector,
+    FaceDetector,
     UnreadableMedia,
     choose_detector,
     is_image,
@@ -77,7 +77,7 @@ def save_visuals(path: str | Path, scores: MediaScores, frames: Iterable[list[tu
     plt.close(fig)
 
 
-def predict(paths: list[str], detector: Detector, model: nn.Module, size: int, frames: int = 32,
+def predict(paths: list[str], detector: FaceDetector, model: nn.Module, size: int, frames: int = 32,
             device: str | torch.device = "cpu", batch_size: int | None = None, save_vis: str | Path | None = None
             ) -> list[dict]:
     """One dict per input: input, fake_probability (None without a face), frames read, faces, error."""

@@ -20,7 +20,7 @@ from src.common.logs import BadInput, UserError
 from src.common.timing import Stopwatch
 from src.faces.detectors import (
     REFERENCE_FACES,
-    Detector,
+    FaceDetector,
     frame_count,
     frame_indices,
     is_image,
@@ -28,7 +28,7 @@ from src.faces.detectors import (
     read_frame_batches,
 )
 from src.faces.geometry import BadSample, box_crop
-from src.models.classifier import DetectorModel, load_detector_model
+from src.models.classifier import Classifier, load_classifier
 from src.models.fast_mobilevit import fast_mobilevitv2
 
 _logger = logging.getLogger(__name__)
@@ -66,16 +66,16 @@ class MediaScores:
         return float(np.mean(list(frames.values()))) if frames else None
 
 
-def load_scorer(path: str | Path, runtime: str = "torch", threads: int | None = None) -> DetectorModel:
-    """`load_detector_model` with MobileViTv2 blocks in their exact faster form (models.fast_mobilevit, tested against
+def load_scorer(path: str | Path, runtime: str = "torch", threads: int | None = None) -> Classifier:
+    """`load_classifier` with MobileViTv2 blocks in their exact faster form (models.fast_mobilevit, tested against
     timm), or with runtime 'onnx' an exported .onnx file in ONNX Runtime with `threads` (default: all cores); its
     crop size is its input's and its training data's faces record the one src.export wrote into its metadata."""
     file = resolve_path(str(path), "weights")
     if runtime == "torch":
         if file.suffix == ".onnx":
             raise UserError(f"{file} is an exported ONNX file: score it with --runtime onnx")
-        model, crop, faces = load_detector_model(file)
-        return DetectorModel(fast_mobilevitv2(model), crop, faces)
+        model, crop, faces = load_classifier(file)
+        return Classifier(fast_mobilevitv2(model), crop, faces)
     from src.deploy.classifier import OrtClassifier  # noqa: PLC0415 (ONNX Runtime only for --runtime onnx)
 
     if file.suffix != ".onnx":
@@ -83,7 +83,7 @@ def load_scorer(path: str | Path, runtime: str = "torch", threads: int | None = 
     model = OrtClassifier(file, threads)
     crop = int(model.session.get_inputs()[0].shape[-1])
     _logger.info("%s in ONNX Runtime (CPU): face crops at %d px", file, crop)
-    return DetectorModel(model, crop, onnx_faces(model.session, file))
+    return Classifier(model, crop, onnx_faces(model.session, file))
 
 
 def onnx_faces(session: object, file: Path) -> dict:
@@ -138,7 +138,7 @@ class Crops(NamedTuple):
     n_wanted: int  # frames asked for (`frames_wanted`)
 
 
-def face_crops(path: str | Path, batches: Iterable[list[tuple[int, np.ndarray]]], detector: Detector, size: int,
+def face_crops(path: str | Path, batches: Iterable[list[tuple[int, np.ndarray]]], detector: FaceDetector, size: int,
                wanted: int, watch: Stopwatch) -> Crops:
     """Detect the faces of decoded frame batches (of the `wanted` frames asked for), keep those of at least half the
     largest area, crop each with the test margins and resize it to `size`."""
@@ -170,7 +170,7 @@ def crop_scores(crops: Crops, model: nn.Module, device: str | torch.device, batc
                        crops.bad_faces, crops.n_wanted)
 
 
-def score_media(path: str | Path, detector: Detector, model: nn.Module, size: int, frames: int = 32,
+def score_media(path: str | Path, detector: FaceDetector, model: nn.Module, size: int, frames: int = 32,
                 device: str | torch.device = "cpu", batch_size: int | None = None, timer: dict | None = None,
                 bf16: bool = False, batches: Iterable[list[tuple[int, np.ndarray]]] | None = None) -> MediaScores:
     """Every kept face of `frames` frames of a video (or of an image) with its fake probability; `batches`: those
