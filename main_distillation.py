@@ -17,7 +17,8 @@ from src.models.networks import (
     torch_load,
     training_faces,
 )
-from src.train.engine import Interrupted, fit, prepare_run, run_parser
+from src.train.engine import fit, prepare_run, run_parser
+from src.train.stop import Interrupted
 
 _logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ import argparse
 
 from src.common.logs import cli
 from src.models.networks import build_student, create_classifier
-from src.train.engine import Interrupted, fit, prepare_run, run_parser
+from src.train.engine import fit, prepare_run, run_parser
+from src.train.stop import Interrupted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

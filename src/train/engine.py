@@ -9,12 +9,10 @@ import inspect
 import json
 import logging
 import math
-import signal
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -44,6 +42,7 @@ from src.common.plots import pyplot
 from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
 from src.faces.detectors import fork_safe_opencv
 from src.models.networks import student_view
+from src.train import stop
 from src.train.losses import kd_loss
 from src.train.sam import SAM, BNStats, frozen_bn_stats
 from src.train.schedule import alpha_at, sbi_lr_lambda
@@ -53,78 +52,6 @@ _logger = logging.getLogger(__name__)
 
 class NonFiniteError(UserError, RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: the step in progress was finished, last.pth written and the stop logged (rank 0).
-
-    The commands exit 0 then: a saved stop is not a failure for torchrun (which would restart or report the
-    processes) nor for a scheduler."""
-
-
-_stop = {"signal": None, "at": 0.0, "saving": False}
-GRACE_S = 10.0  # a repeated signal this soon after the first is the same request (torchrun and a scheduler both send)
-
-
-def _request_stop(signum: int, frame) -> None:
-    if _stop["signal"] is None:
-        _stop.update(signal=signal.Signals(signum).name, at=time.monotonic())
-        _logger.warning("%s: finishing the current step, then writing last.pth (again after %.0f s to stop at once)",
-                        _stop["signal"], GRACE_S)
-    elif _stop["saving"] or time.monotonic() - _stop["at"] < GRACE_S:
-        _logger.warning("%s again: already stopping (a checkpoint write is never cut short)",
-                        signal.Signals(signum).name)
-    else:  # a deliberate second Ctrl-C: stop at once (last.pth still holds the last saved state)
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def saving() -> Iterator[None]:
-    """A checkpoint write: a repeated stop signal waits for its end."""
-    _stop["saving"] = True
-    try:
-        yield
-    finally:
-        _stop["saving"] = False
-
-
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-def _quiet_worker(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT/SIGTERM to the training process (torchrun signals whole process groups: a
-    worker killed mid-step would crash the step before last.pth is written). A signal that arrived while the worker
-    started, blocked since its fork, is dropped here."""
-    for s in _STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-
-class _QuietLoader(DataLoader):
-    """A DataLoader whose workers are forked with SIGINT/SIGTERM blocked, so that a stop signal reaching them before
-    _quiet_worker runs (a new epoch's workers starting) does not kill them; the training process gets it as usual."""
-
-    def __iter__(self):
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
-            return super().__iter__()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """SIGINT/SIGTERM ask the training loop to stop after the current step instead of killing it mid-write."""
-    _stop.update(signal=None, at=0.0, saving=False)
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, _request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int | None = None,
@@ -138,8 +65,9 @@ def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int |
         indices = epoch_indices(len(dataset), epoch, cfg.seed, d, pairs)[skip_batches * pairs:]
     if cfg.num_workers:
         fork_safe_opencv()  # else OpenCV would start one thread per core in every worker of every rank
-    return _QuietLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
-                      collate_fn=collate_pairs, pin_memory=d.device.type == "cuda", worker_init_fn=_quiet_worker)
+    return stop.QuietLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
+                            collate_fn=collate_pairs, pin_memory=d.device.type == "cuda",
+                            worker_init_fn=stop.quiet_worker)
 
 
 def make_optimizer(model: nn.Module, cfg: Config, foreach: bool = True
@@ -230,7 +158,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
                 loss2 = loss_of(model(x))[0]
             loss2.backward()
         finite = torch.isfinite(optimizer.clip_grad_norm_(cfg.grad_clip)) & torch.isfinite(loss)
-        ok, go_on, data_ok = all_true(torch.stack([finite, yes if _stop["signal"] is None else no,
+        ok, go_on, data_ok = all_true(torch.stack([finite, yes if stop.requested() is None else no,
                                                    no if tracker.exceeded() else yes]), d)
         sums["batches"] += 1
         if ok:
@@ -589,15 +517,15 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
         return dict(model=raw.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     epoch=epoch, arch=arch, config=cfg.to_dict(), rng=torch.get_rng_state(), **extra)
 
-    with stop_on_signals():
+    with stop.stop_on_signals():
         for epoch in range(start, cfg.epoch + 1):
             t0, lr = time.time(), optimizer.param_groups[0]["lr"]
             loader = make_loader(train_set, cfg, d, epoch, skip)
             sums = train_one_epoch(model, loader, optimizer, cfg, epoch, tracker, teacher, d, sums)
             if sums.pop("interrupted"):
-                every_rank, signals = zip(*gather((sums, _stop["signal"]), d))  # resume gives each rank its sums
+                every_rank, signals = zip(*gather((sums, stop.requested()), d))  # resume gives each rank its sums
                 if d.is_main:
-                    with saving():
+                    with stop.saving():
                         checkpoint.atomic_save(snapshot(epoch - 1, step=sums["batches"], sums=list(every_rank),
                                                         top_k=saver.ranked), run_dir / "weights" / "last.pth")
                 barrier(d)  # the other ranks wait for rank 0's save before they exit
@@ -606,7 +534,7 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
                            f"same command plus --resume {run_dir}")
                 if d.is_main:
                     _logger.warning(message)
-                raise Interrupted(message)
+                raise stop.Interrupted(message)
             train = epoch_stats(sums, alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule)
                                 if teacher is not None else None, d)
             sync_buffers(raw, d)  # every rank validates the weights and BN statistics that rank 0 saves
@@ -621,7 +549,7 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
                 continue
             row = dict(epoch=epoch, lr=lr, **train, **val, bad_samples=bad, seconds=round(time.time() - t0, 1))
             _log_epoch(run_dir, row)  # before last.pth: a resume drops rows past its epoch, so none is doubled
-            with saving():
+            with stop.saving():
                 saved = saver.save(snapshot(epoch, val_auc=val["val_auc"], step=0, sums=None), epoch, val["val_auc"])
             plot_curves(run_dir)
             _logger.info("epoch %d: %s%s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
