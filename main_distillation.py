@@ -17,8 +17,8 @@ from src.models.networks import (
     torch_load,
     training_faces,
 )
-from src.train.engine import fit, prepare_run, run_parser
-from src.train.stop import Interrupted
+from src.train.engine import train_stage
+from src.train.run import prepare_run, run_parser
 
 _logger = logging.getLogger(__name__)
 
@@ -32,15 +32,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg, run_dir, state, d = prepare_run(args.config, args.name, args.set, args.resume)
+    run = prepare_run(args.config, args.name, args.set, args.resume)
+    cfg = run.cfg
     if not cfg.teacher_weights:
         raise SystemExit(
             "config key 'teacher_weights' is not set: point it at the SBI teacher (e.g. weights/FFc23.tar)"
         )
     teacher = load_teacher(cfg.teacher_weights, cfg.teacher_arch)
     check_teacher_faces(training_faces(torch_load(cfg.teacher_weights)), cfg)
-    if state:
-        model, arch = create_classifier(state["arch"]), state["arch"]
+    if run.resumed:
+        model, arch = create_classifier(run.state["arch"]), run.state["arch"]
     elif cfg.pretrained_student_weights:
         model, ckpt = load_checkpoint_model(cfg.pretrained_student_weights)
         arch = ckpt["arch"]
@@ -56,10 +57,7 @@ def main(argv: list[str] | None = None) -> None:
                          "(python train_student_only.py CONFIG -n pretrain_mobilevit) and point it at "
                          "output/pretrain_mobilevit_*/weights/BEST.pth, or pass --allow-imagenet-start to distil "
                          "from ImageNet weights anyway (the KD loss tends to explode then: see the guide).")
-    try:
-        fit(cfg, run_dir, model, arch=arch, teacher=teacher, state=state, d=d)
-    except Interrupted:
-        return  # a saved stop, logged with its --resume command: exit status 0 (see the guide's section 8)
+    train_stage(run, model, arch, teacher)
 
 
 if __name__ == "__main__":

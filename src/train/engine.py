@@ -1,16 +1,11 @@
 """The training engine shared by both stages: one SAM step, one epoch, validation, and the run loop."""
 from __future__ import annotations
 
-import argparse
 import contextlib
-import csv
-import glob
 import inspect
-import json
 import logging
 import math
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
@@ -23,27 +18,25 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from src.common import checkpoint
-from src.common.config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
+from src.common.config import Config, ConfigError
 from src.common.distributed import (
     Dist,
     all_true,
     any_true,
     barrier,
-    broadcast,
     epoch_indices,
     finish,
     gather,
-    init_distributed,
     leave,
     sync_buffers,
 )
-from src.common.logs import MissingFile, UserError, setup_logging
-from src.common.plots import pyplot
+from src.common.logs import UserError
 from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
 from src.faces.detectors import fork_safe_opencv
 from src.models.networks import student_view
 from src.train import stop
 from src.train.losses import kd_loss
+from src.train.run import Run
 from src.train.sam import SAM, BNStats, frozen_bn_stats
 from src.train.schedule import alpha_at, sbi_lr_lambda
 
@@ -234,119 +227,6 @@ def evaluate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tr
                 val_auc=auc)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# run folder: config.json, log.csv, train.log, curves.png, weights/
-
-
-def run_parser(description: str) -> argparse.ArgumentParser:
-    """The command line both stages share: CONFIG, -n NAME, --resume RUN_DIR, --set KEY=VALUE."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="JSON config, e.g. configs/config_SBI.json")
-    parser.add_argument("-n", "--name", required=True, help="run name: output/<name>_<timestamp>/")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its weights/last.pth")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    return parser
-
-
-WEIGHT_GLOBS = ("teacher_weights", "pretrained_student_weights", "student_imagenet_weights")
-
-
-def _newest(pattern: str, key: str) -> str:
-    """The newest file matching `pattern`, or the pattern itself when none does (its user reports that)."""
-    try:
-        return str(resolve_path(pattern, key))
-    except FileNotFoundError:
-        return pattern
-
-
-def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None
-                ) -> tuple[Config, Path, dict | None, Dist]:
-    """A new run folder for `name` (made by rank 0), or the folder of the run to resume with its last.pth state."""
-    d = init_distributed()
-    setup_logging()
-    if not d.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-    if resume:  # rank 0 reads the run folder (other nodes may not see it) and hands it to every rank
-        run_dir = Path(resume)
-        last = run_dir / "weights" / "last.pth"
-        found = broadcast(last.is_file() if d.is_main else None, d)
-        if not found:
-            raise MissingFile(f"cannot resume: {last} does not exist (is {run_dir} a run folder of this project?)")
-        values, state = broadcast((json.loads((run_dir / "config.json").read_text()), checkpoint.load(last))
-                                  if d.is_main else None, d)
-        values.update(parse_override(o) for o in overrides)
-        cfg = build_config(values, source=str(run_dir / "config.json"))
-        _logger.info("resuming %s after epoch %d, step %d (config from its config.json; %s is not read)", run_dir,
-                     state["epoch"], state["step"], config_path)
-    else:
-        cfg = load_config(config_path, overrides)
-        run_dir = Path(cfg.output_dir) / f"{name}_{datetime.now():%Y%m%d-%H%M%S}"
-        state = None
-    for key in WEIGHT_GLOBS:  # resolved once, on rank 0: every node loads the same file, and config.json names it
-        pattern = getattr(cfg, key)
-        if pattern and glob.has_magic(pattern):
-            setattr(cfg, key, broadcast(_newest(pattern, key) if d.is_main else None, d))
-    if cfg.batch_size % (2 * d.world):
-        raise ConfigError(f"batch_size {cfg.batch_size} (images, global) must split into real/fake pairs over "
-                          f"{d.world} processes: use a multiple of {2 * d.world}")
-    run_dir = broadcast(run_dir, d)
-    torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
-    if d.is_main:
-        probe = run_dir / "weights" / ".write_test"
-        try:  # fail now, not after the first epoch, when the output folder is unwritable or the disk is full
-            probe.parent.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"\0" * (1 << 20))
-            probe.unlink()
-        except OSError as e:
-            raise UserError(f"cannot write to the output folder {run_dir} ({e}); free disk space or set output_dir "
-                          f"to a writable folder") from None
-        write_config(run_dir, cfg)  # on resume: with its --set
-        setup_logging(run_dir / "train.log")
-        _logger.info("run folder: %s%s", run_dir, f" ({d.world} processes)" if d.world > 1 else "")
-    return cfg, run_dir, state, d
-
-
-def write_config(run_dir: Path, cfg: Config) -> None:
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-
-
-def _log_epoch(run_dir: Path, row: dict) -> None:
-    path = run_dir / "log.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-
-
-def _truncate_log(run_dir: Path, epoch: int) -> None:
-    """Keep the log.csv rows up to `epoch` (a run killed between its log row and its last.pth wrote one more)."""
-    path = run_dir / "log.csv"
-    if path.exists():
-        lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) <= epoch]))
-
-
-def plot_curves(run_dir: Path) -> None:
-    """curves.png: train/val loss and val AUC per epoch, from log.csv."""
-    plt = pyplot()
-
-    with open(run_dir / "log.csv") as f:
-        rows = list(csv.DictReader(f))
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("train_loss", "val_loss"):
-        ax_loss.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
-    ax_auc.plot(epochs, [float(r["val_auc"]) for r in rows], marker="o", color="tab:green")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_auc.set(xlabel="epoch", ylabel="val AUC", title="val AUC")
-    ax_loss.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "curves.png", dpi=80)
-    plt.close(fig)
-
-
 def speed_settings(cfg: Config, device: torch.device) -> None:
     """On CUDA: cuDNN picks the fastest kernels for the fixed input sizes, float32 matmuls and convs use TF32."""
     if device.type == "cuda":
@@ -449,20 +329,19 @@ def _resume_sums(saved: dict | list | None, d: Dist) -> dict | None:
     return sums
 
 
-def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None = None,
-        state: dict | None = None, d: Dist = Dist()) -> Path:
+def fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None = None) -> Path:
     """Train `model` for cfg.epoch epochs (stage 2 when a teacher is given); returns the weights folder.
 
     Under torchrun every rank raises the same error together, and leaves the process group before it does."""
     try:
-        return _fit(cfg, run_dir, model, arch, teacher, state, d)
+        return _fit(run, model, arch, teacher)
     except BaseException:
-        leave(d)
+        leave(run.dist)
         raise
 
 
-def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None, state: dict | None,
-         d: Dist) -> Path:
+def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Path:
+    cfg, state, d = run.cfg, run.state, run.dist
     device = d.device
     speed_settings(cfg, device)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -472,7 +351,7 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     cfg.faces = train_set.faces  # config.json and every checkpoint say which detector made the training data
     if d.is_main:
-        write_config(run_dir, cfg)
+        run.write_config()
     _logger.info("data: %d train frames, %d val frames; %s at %d px (crops at %d px)", len(train_set), len(val_set),
                  arch, cfg.student_size, cfg.image_size)
     if len(train_set) < cfg.batch_size // 2:
@@ -481,7 +360,7 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
     val_loader = make_loader(val_set, cfg, d)
     tracker = BadSampleTracker(cfg.max_bad_fraction)
     optimizer, scheduler = make_optimizer(raw, cfg)
-    saver = checkpoint.CheckpointSaver(run_dir / "weights", cfg.keep_top_k, state and state["top_k"])
+    saver = checkpoint.CheckpointSaver(run.weights, cfg.keep_top_k, state and state["top_k"])
     start, skip, sums = 1, 0, None
     if state is not None:
         raw.load_state_dict(state["model"])
@@ -492,7 +371,7 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
         torch.set_rng_state(state["rng"])  # data randomness is seeded per sample, not from here
         start, skip, sums = state["epoch"] + 1, state["step"], _resume_sums(state["sums"], d)
         if d.is_main:
-            _truncate_log(run_dir, state["epoch"])
+            run.truncate_log(state["epoch"])
     size, n = cfg.student_size, cfg.batch_size // d.world
     candidates = dict(student=(compiled(raw.train(), cfg, device), raw,
                                torch.zeros(n, 3, size, size, device=device).contiguous(memory_format=memory)))
@@ -527,11 +406,11 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
                 if d.is_main:
                     with stop.saving():
                         checkpoint.atomic_save(snapshot(epoch - 1, step=sums["batches"], sums=list(every_rank),
-                                                        top_k=saver.ranked), run_dir / "weights" / "last.pth")
+                                                        top_k=saver.ranked), run.weights / "last.pth")
                 barrier(d)  # the other ranks wait for rank 0's save before they exit
                 message = (f"stopped by {_who_signalled(list(signals))} in epoch {epoch} after "
                            f"{sums['batches']} steps; last.pth is written. The run is not finished: continue with the "
-                           f"same command plus --resume {run_dir}")
+                           f"same command plus --resume {run.dir}")
                 if d.is_main:
                     _logger.warning(message)
                 raise stop.Interrupted(message)
@@ -548,14 +427,23 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
             if not d.is_main:
                 continue
             row = dict(epoch=epoch, lr=lr, **train, **val, bad_samples=bad, seconds=round(time.time() - t0, 1))
-            _log_epoch(run_dir, row)  # before last.pth: a resume drops rows past its epoch, so none is doubled
+            run.log_epoch(row)  # before last.pth: a resume drops rows past its epoch, so none is doubled
             with stop.saving():
                 saved = saver.save(snapshot(epoch, val_auc=val["val_auc"], step=0, sums=None), epoch, val["val_auc"])
-            plot_curves(run_dir)
+            run.plot_curves()
             _logger.info("epoch %d: %s%s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                            for k, v in row.items() if k != "epoch"),
                          f" -> {saved.name}" if saved else "")
     if d.is_main:
-        _logger.info("done: best val AUC %.4f (epoch %d), %s", *saver.ranked[0], run_dir / "weights" / "BEST.pth")
+        _logger.info("done: best val AUC %.4f (epoch %d), %s", *saver.ranked[0], run.weights / "BEST.pth")
     finish(d)
-    return run_dir / "weights"
+    return run.weights
+
+
+def train_stage(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None = None) -> None:
+    """An entry script's training: `fit`, where a saved stop (logged with its --resume command) ends the command
+    with exit status 0 (see the guide's section 8)."""
+    try:
+        fit(run, model, arch, teacher)
+    except stop.Interrupted:
+        return

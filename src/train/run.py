@@ -1,0 +1,145 @@
+"""A training run's folder (config.json, log.csv, train.log, curves.png, weights/) and the command line making it."""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from src.common import checkpoint
+from src.common.config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
+from src.common.distributed import Dist, broadcast, init_distributed
+from src.common.logs import MissingFile, UserError, setup_logging
+from src.common.plots import pyplot
+
+_logger = logging.getLogger(__name__)
+
+
+def run_parser(description: str) -> argparse.ArgumentParser:
+    """The command line both stages share: CONFIG, -n NAME, --resume RUN_DIR, --set KEY=VALUE."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="JSON config, e.g. configs/config_SBI.json")
+    parser.add_argument("-n", "--name", required=True, help="run name: output/<name>_<timestamp>/")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its weights/last.pth")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return parser
+
+
+@dataclass
+class Run:
+    """One training run: its config, its folder, the last.pth state it resumes (None: a new run) and this process's
+    place among the processes."""
+
+    cfg: Config
+    dir: Path
+    state: dict | None = None
+    dist: Dist = field(default_factory=Dist)
+
+    @property
+    def weights(self) -> Path:
+        return self.dir / "weights"
+
+    @property
+    def resumed(self) -> bool:
+        return self.state is not None
+
+    def write_config(self) -> None:
+        (self.dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+
+    def log_epoch(self, row: dict) -> None:
+        """Append `row` to log.csv (with its header first)."""
+        path = self.dir / "log.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+    def truncate_log(self, epoch: int) -> None:
+        """Keep the log.csv rows up to `epoch` (a run killed between its log row and its last.pth wrote one more)."""
+        path = self.dir / "log.csv"
+        if path.exists():
+            lines = path.read_text().splitlines(keepends=True)
+            path.write_text("".join(lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) <= epoch]))
+
+    def plot_curves(self) -> None:
+        """curves.png: train/val loss and val AUC per epoch, from log.csv."""
+        plt = pyplot()
+
+        with open(self.dir / "log.csv") as f:
+            rows = list(csv.DictReader(f))
+        epochs = [int(r["epoch"]) for r in rows]
+        fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
+        for key in ("train_loss", "val_loss"):
+            ax_loss.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
+        ax_auc.plot(epochs, [float(r["val_auc"]) for r in rows], marker="o", color="tab:green")
+        ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+        ax_auc.set(xlabel="epoch", ylabel="val AUC", title="val AUC")
+        ax_loss.legend()
+        fig.tight_layout()
+        fig.savefig(self.dir / "curves.png", dpi=80)
+        plt.close(fig)
+
+
+WEIGHT_GLOBS = ("teacher_weights", "pretrained_student_weights", "student_imagenet_weights")
+
+
+def _newest(pattern: str, key: str) -> str:
+    """The newest file matching `pattern`, or the pattern itself when none does (its user reports that)."""
+    try:
+        return str(resolve_path(pattern, key))
+    except FileNotFoundError:
+        return pattern
+
+
+def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None) -> Run:
+    """A new run folder for `name` (made by rank 0), or the folder of the run to resume with its last.pth state."""
+    d = init_distributed()
+    setup_logging()
+    if not d.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    if resume:  # rank 0 reads the run folder (other nodes may not see it) and hands it to every rank
+        run_dir = Path(resume)
+        last = run_dir / "weights" / "last.pth"
+        found = broadcast(last.is_file() if d.is_main else None, d)
+        if not found:
+            raise MissingFile(f"cannot resume: {last} does not exist (is {run_dir} a run folder of this project?)")
+        values, state = broadcast((json.loads((run_dir / "config.json").read_text()), checkpoint.load(last))
+                                  if d.is_main else None, d)
+        values.update(parse_override(o) for o in overrides)
+        cfg = build_config(values, source=str(run_dir / "config.json"))
+        _logger.info("resuming %s after epoch %d, step %d (config from its config.json; %s is not read)", run_dir,
+                     state["epoch"], state["step"], config_path)
+    else:
+        cfg = load_config(config_path, overrides)
+        run_dir = Path(cfg.output_dir) / f"{name}_{datetime.now():%Y%m%d-%H%M%S}"
+        state = None
+    for key in WEIGHT_GLOBS:  # resolved once, on rank 0: every node loads the same file, and config.json names it
+        pattern = getattr(cfg, key)
+        if pattern and glob.has_magic(pattern):
+            setattr(cfg, key, broadcast(_newest(pattern, key) if d.is_main else None, d))
+    if cfg.batch_size % (2 * d.world):
+        raise ConfigError(f"batch_size {cfg.batch_size} (images, global) must split into real/fake pairs over "
+                          f"{d.world} processes: use a multiple of {2 * d.world}")
+    run = Run(cfg, broadcast(run_dir, d), state, d)
+    torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
+    if d.is_main:
+        probe = run.weights / ".write_test"
+        try:  # fail now, not after the first epoch, when the output folder is unwritable or the disk is full
+            probe.parent.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"\0" * (1 << 20))
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"cannot write to the output folder {run.dir} ({e}); free disk space or set output_dir "
+                            f"to a writable folder") from None
+        run.write_config()  # on resume: with its --set
+        setup_logging(run.dir / "train.log")
+        _logger.info("run folder: %s%s", run.dir, f" ({d.world} processes)" if d.world > 1 else "")
+    return run
