@@ -201,7 +201,7 @@ def epoch_stats(sums: dict, alpha: float | None, d: Dist = Dist()) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tracker: BadSampleTracker | None = None,
+def validate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tracker: BadSampleTracker | None = None,
              amp: contextlib.AbstractContextManager | None = None) -> dict:
     """Loss, accuracy and ROC AUC of softmax[:, 1] over the val reals and their SBI fakes, gathered from all ranks.
 
@@ -384,7 +384,7 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
     model = ddp(net, d)
     if teacher is not None:
         if state is None:
-            auc = evaluate(teacher, val_loader, cfg.image_size, d, amp=autocast(cfg, device))["val_auc"]
+            auc = validate(teacher, val_loader, cfg.image_size, d, amp=autocast(cfg, device))["val_auc"]
             _logger.info("teacher val AUC: %.4f", auc)
             if not auc >= cfg.min_teacher_auc:
                 raise UserError(
@@ -417,7 +417,7 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
             train = epoch_stats(sums, alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule)
                                 if teacher is not None else None, d)
             sync_buffers(raw, d)  # every rank validates the weights and BN statistics that rank 0 saves
-            val = evaluate(net, val_loader, cfg.student_size, d, tracker, autocast(cfg, device))
+            val = validate(net, val_loader, cfg.student_size, d, tracker, autocast(cfg, device))
             stop_on_bad_data(tracker, any_true(tracker.exceeded(final=True), d), final=True)
             bad = sum(gather(tracker.end_epoch(), d))
             scheduler.step()
