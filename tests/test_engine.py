@@ -1,6 +1,8 @@
 """The training engine and both entry scripts, end to end on generated data with tiny models."""
 import csv
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,16 @@ def test_stage2_stops_when_the_teacher_cannot_tell_fakes(config, stage1):
     with pytest.raises(UserError, match="loaded wrongly"):
         main_distillation.main([str(config), "-n", "x", "--set", f"teacher_weights={best}", "--set",
                                 f"pretrained_student_weights={best}", "--set", "min_teacher_auc=1.0"])
+
+
+@pytest.mark.parametrize("script", [train_student_only, main_distillation])
+def test_help_lists_every_config_key_with_its_default(script, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--help"])
+    out = capsys.readouterr().out
+    for key, default in [("lr", "0.0001"), ("alpha_schedule", "null"), ("keep_top_k", "5"), ("compression", "c23")]:
+        assert re.search(rf"^ +{key} +{re.escape(default)}( |$)", out, re.M), key
+    assert all(re.search(rf"^ +{f.name} ", out, re.M) for f in dataclasses.fields(Config))
 
 
 class Tiny(nn.Module):

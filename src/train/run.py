@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import inspect
 import json
 import logging
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from src.common import checkpoint
-from src.common.config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
+from src.common.config import FIELDS, Config, ConfigError, build_config, load_config, parse_override, resolve_path
 from src.common.distributed import Dist, broadcast, init_distributed
 from src.common.logs import MissingFile, UserError, setup_logging
 from src.common.plots import pyplot
@@ -21,9 +22,30 @@ from src.common.plots import pyplot
 _logger = logging.getLogger(__name__)
 
 
+def config_keys() -> str:
+    """Every config key with its default (as JSON, strings bare) and its comment in `Config`, in Config's groups."""
+    comments, groups, group = {}, {}, None
+    for line in inspect.getsource(Config).splitlines():
+        code, _, comment = line.strip().partition("  # ")
+        if code.startswith("# ---"):
+            group = code.strip("# -").split(" (")[0]
+        elif (name := code.split(":")[0]) in FIELDS:
+            comments[name], groups[name], group = comment, group, None
+    defaults, lines = Config(), ["config keys (in CONFIG or as --set KEY=VALUE) and their defaults:"]
+    for name in FIELDS:
+        if groups.get(name):
+            lines.append(f"  {groups[name]}:")
+        value = getattr(defaults, name)
+        lines.append(f"    {name:<28}{value if isinstance(value, str) else json.dumps(value):<22}"
+                     f"{comments.get(name, '')}".rstrip())
+    return "\n".join(lines)
+
+
 def run_parser(description: str) -> argparse.ArgumentParser:
-    """The command line both stages share: CONFIG, -n NAME, --resume RUN_DIR, --set KEY=VALUE."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The command line both stages share: CONFIG, -n NAME, --resume RUN_DIR, --set KEY=VALUE; --help lists the
+    config keys."""
+    parser = argparse.ArgumentParser(description=description, epilog=config_keys(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="JSON config, e.g. configs/config_SBI.json")
     parser.add_argument("-n", "--name", required=True, help="run name: output/<name>_<timestamp>/")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its weights/last.pth")
