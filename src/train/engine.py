@@ -1,4 +1,6 @@
-"""The training engine shared by both stages: one SAM step, one epoch, validation, and the run loop."""
+"""The training engine shared by both stages, top to bottom: loaders, one SAM step and epoch, validation, fit.
+
+The stop on SIGINT/SIGTERM is src.train.stop's protocol; the run folder is src.train.run's Run."""
 from __future__ import annotations
 
 import contextlib
@@ -104,8 +106,14 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
                     sums: dict | None = None) -> dict:
     """One epoch of SAM steps (stage 2, with a teacher: alpha*CE + (1-alpha)*KL(T)*T^2); returns running sums.
 
-    Stops early, with sums["interrupted"] set, after the step in which SIGINT/SIGTERM arrived. Each step reads the
-    device once: one flag tensor (step finite, no stop signal, data fine), all-reduced once over the ranks.
+    Stops early, with sums["interrupted"] set, after the step in which SIGINT/SIGTERM arrived (src.train.stop).
+
+    A step's cost besides its two forward and backward passes: one flag tensor (step finite, no stop signal, data
+    fine) and one all-reduce of it, the step's one read of the device; the host's flags pick between two tensors
+    made once per epoch (no copy to the device per step). The running sums stay on the device until the epoch ends,
+    then one gather (`epoch_stats`; the progress bar reads them every 20 steps). SAM's perturb and restore, the
+    clipping, the base optimizer's step and the BatchNorm snapshots are fused torch._foreach_* operations into
+    buffers allocated once.
     """
     model.train()
     device, amp = d.device, autocast(cfg, d.device)
