@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = args.set + ([f"model={args.model}"] if args.model else [])
     run = prepare_run(args.config, args.name, overrides, args.resume)
-    model = create_classifier(run.state["arch"]) if run.resumed else build_student(run.cfg)
-    train_stage(run, model, run.state["arch"] if run.resumed else run.cfg.model)
+    with run.removed_if_refused():
+        model = create_classifier(run.state["arch"]) if run.resumed else build_student(run.cfg)
+        train_stage(run, model, run.state["arch"] if run.resumed else run.cfg.model)
 
 
 if __name__ == "__main__":

@@ -353,8 +353,6 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
     device = d.device
     speed_settings(cfg, device)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    if cfg.sync_bn and d.world > 1 and device.type != "cuda":
-        raise ConfigError("sync_bn needs CUDA processes (SyncBatchNorm does not run on the CPU): set sync_bn to false")
     raw = sync_batchnorm(model.to(device, memory_format=memory), cfg, d)  # before the optimizer takes its parameters
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     cfg.faces = train_set.faces  # config.json and every checkpoint say which detector made the training data
@@ -404,6 +402,7 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
         return dict(model=raw.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     epoch=epoch, arch=arch, config=cfg.to_dict(), rng=torch.get_rng_state(), **extra)
 
+    run.started = True  # from here a failure keeps the run folder: its train.log tells what happened
     with stop.stop_on_signals():
         for epoch in range(start, cfg.epoch + 1):
             t0, lr = time.time(), optimizer.param_groups[0]["lr"]

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import glob
 import inspect
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -62,6 +65,7 @@ class Run:
     dir: Path
     state: dict | None = None
     dist: Dist = field(default_factory=Dist)
+    started: bool = False  # set when training begins: a failure after it is no refusal
 
     @property
     def weights(self) -> Path:
@@ -70,6 +74,21 @@ class Run:
     @property
     def resumed(self) -> bool:
         return self.state is not None
+
+    @contextlib.contextmanager
+    def removed_if_refused(self) -> Iterator[None]:
+        """A refusal (UserError, SystemExit) before training began removes the new run's folder when it holds
+        nothing but what prepare_run wrote (config.json, train.log, an empty weights/); a resumed run's stays."""
+        try:
+            yield
+        except (UserError, SystemExit):
+            if self.dist.is_main and not (self.resumed or self.started) and self._as_prepared():
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def _as_prepared(self) -> bool:
+        return ({p.name for p in self.dir.glob("*")} <= {"config.json", "train.log", "weights"}
+                and not any(self.weights.glob("*")))
 
     def write_config(self) -> None:
         (self.dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
@@ -150,6 +169,8 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
     if cfg.batch_size % (2 * d.world):
         raise ConfigError(f"batch_size {cfg.batch_size} (images, global) must split into real/fake pairs over "
                           f"{d.world} processes: use a multiple of {2 * d.world}")
+    if cfg.sync_bn and d.world > 1 and d.device.type != "cuda":
+        raise ConfigError("sync_bn needs CUDA processes (SyncBatchNorm does not run on the CPU): set sync_bn to false")
     run = Run(cfg, broadcast(run_dir, d), state, d)
     torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
     if d.is_main:
