@@ -38,6 +38,7 @@ class Interrupted(Exception):
 
 _stop = {"signal": None, "at": 0.0, "saving": False}
 GRACE_S = 10.0  # a repeated signal this soon after the first is the same request (torchrun and a scheduler both send)
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def requested() -> str | None:
@@ -65,9 +66,6 @@ def saving() -> Iterator[None]:
         yield
     finally:
         _stop["saving"] = False
-
-
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def quiet_worker(worker_id: int) -> None:
@@ -98,7 +96,7 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _request_stop) for s in STOP_SIGNALS}
     try:
         yield
     finally:
