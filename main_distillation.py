@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from torch import nn
+
 from src.common import checkpoint
 from src.common.logs import cli
 from src.data.dataset import check_teacher_faces
@@ -17,7 +19,8 @@ from src.models.networks import (
     load_teacher,
     training_faces,
 )
-from src.train.engine import Interrupted, fit, prepare_run, run_parser
+from src.train.engine import train_stage
+from src.train.run import Run, prepare_run, run_parser
 
 _logger = logging.getLogger(__name__)
 
@@ -29,36 +32,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    cfg, run_dir, state, d = prepare_run(args.config, args.name, args.set, args.resume)
+def _teacher_and_student(run: Run, allow_imagenet_start: bool = False) -> tuple[nn.Module, nn.Module, str]:
+    """The teacher, the student to distil into and its architecture, or a refusal (SystemExit, UserError)."""
+    cfg = run.cfg
     if not cfg.teacher_weights:
         raise SystemExit(
             "config key 'teacher_weights' is not set: point it at the SBI teacher (e.g. weights/FFc23.tar)"
         )
     teacher = load_teacher(cfg.teacher_weights, cfg.teacher_arch)
     check_teacher_faces(training_faces(checkpoint.load(cfg.teacher_weights)), cfg)
-    if state:
-        model, arch = create_classifier(state["arch"]), state["arch"]
-    elif cfg.pretrained_student_weights:
+    if run.resumed:
+        return teacher, create_classifier(run.state["arch"]), run.state["arch"]
+    if cfg.pretrained_student_weights:
         model, ckpt = load_checkpoint_model(cfg.pretrained_student_weights)
         arch = ckpt["arch"]
         if arch != cfg.model:
             raise SystemExit(f"pretrained_student_weights holds a '{arch}' but the config's model is '{cfg.model}': "
                              f"set model to '{arch}' or point pretrained_student_weights at a {cfg.model} checkpoint")
         _logger.info("student: %s from stage 1 (epoch %s, val AUC %.4f)", arch, ckpt["epoch"], ckpt["val_auc"])
-    elif args.allow_imagenet_start:
+        return teacher, model, arch
+    if allow_imagenet_start:
         _logger.warning("--allow-imagenet-start: distilling into a student that skipped stage 1; expect NaN skips")
-        model, arch = build_student(cfg), cfg.model
-    else:
-        raise SystemExit("config key 'pretrained_student_weights' is not set. Run stage 1 first "
-                         "(python train_student_only.py CONFIG -n pretrain_mobilevit) and point it at "
-                         "output/pretrain_mobilevit_*/weights/BEST.pth, or pass --allow-imagenet-start to distil "
-                         "from ImageNet weights anyway (the KD loss tends to explode then: see the guide).")
-    try:
-        fit(cfg, run_dir, model, arch=arch, teacher=teacher, state=state, d=d)
-    except Interrupted:
-        return  # a saved stop, logged with its --resume command: exit status 0 (see the guide's section 8)
+        return teacher, build_student(cfg), cfg.model
+    raise SystemExit("config key 'pretrained_student_weights' is not set. Run stage 1 first "
+                     "(python train_student_only.py CONFIG -n pretrain_mobilevit) and point it at "
+                     "output/pretrain_mobilevit_*/weights/BEST.pth, or pass --allow-imagenet-start to distil "
+                     "from ImageNet weights anyway (the KD loss tends to explode then: see the guide).")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    run = prepare_run(args.config, args.name, args.set, args.resume)
+    with run.removed_if_refused():
+        teacher, model, arch = _teacher_and_student(run, args.allow_imagenet_start)
+        train_stage(run, model, arch, teacher)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import argparse
 
 from src.common.logs import cli
 from src.models.networks import build_student, create_classifier
-from src.train.engine import Interrupted, fit, prepare_run, run_parser
+from src.train.engine import train_stage
+from src.train.run import prepare_run, run_parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,12 +21,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = args.set + ([f"model={args.model}"] if args.model else [])
-    cfg, run_dir, state, d = prepare_run(args.config, args.name, overrides, args.resume)
-    model = create_classifier(state["arch"]) if state else build_student(cfg)
-    try:
-        fit(cfg, run_dir, model, arch=state["arch"] if state else cfg.model, state=state, d=d)
-    except Interrupted:
-        return  # a saved stop, logged with its --resume command: exit status 0 (see the guide's section 8)
+    run = prepare_run(args.config, args.name, overrides, args.resume)
+    with run.removed_if_refused():
+        model = create_classifier(run.state["arch"]) if run.resumed else build_student(run.cfg)
+        train_stage(run, model, run.state["arch"] if run.resumed else run.cfg.model)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def auc_check(m: Model, files: dict[str, str], config: str | None, threads: int)
     from src.deploy.classifier import OrtClassifier
     from src.deploy.onnx import data_config, network
     from src.models.classifier import load_classifier
-    from src.train.engine import evaluate, make_loader
+    from src.train.engine import make_loader, validate
 
     row = dict(model=m.role, weights=m.weights, files={p: Path(f).name for p, f in files.items()})
     model, crop, _ = load_classifier(m.weights)
@@ -75,7 +75,7 @@ def auc_check(m: Model, files: dict[str, str], config: str | None, threads: int)
     val = make_loader(build_dataset(cfg, "val"), cfg)
     with torch.no_grad():
         runs = [("eager", model), *((p, OrtClassifier(f, threads)) for p, f in files.items())]
-        aucs = {name: evaluate(net, val, crop)["val_auc"] for name, net in runs}
+        aucs = {name: validate(net, val, crop)["val_auc"] for name, net in runs}
     diff = abs(aucs[DEPLOYED] - aucs["eager"])
     return dict(row, arch=network(model).pretrained_cfg["architecture"], data_root=cfg.data_root,
                 images=2 * len(val.dataset), auc=aucs, diff=diff, ok=diff <= AUC_TOLERANCE)

@@ -1,6 +1,9 @@
 """The training engine and both entry scripts, end to end on generated data with tiny models."""
 import csv
+import dataclasses
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,11 +13,11 @@ from torch import nn
 import main_distillation
 import train_student_only
 from src.common import checkpoint
-from src.common.config import Config
+from src.common.config import Config, ConfigError
 from src.common.distributed import Dist
 from src.common.logs import UserError
 from src.data.dataset import BadSampleTracker
-from src.models.networks import load_teacher, student_view
+from src.models.networks import create_classifier, load_teacher, student_view
 from src.train.engine import NonFiniteError, make_optimizer, sync_batchnorm, train_one_epoch
 
 TINY = "test_efficientnet"
@@ -100,6 +103,39 @@ def test_stage2_stops_when_the_teacher_cannot_tell_fakes(config, stage1):
     with pytest.raises(UserError, match="loaded wrongly"):
         main_distillation.main([str(config), "-n", "x", "--set", f"teacher_weights={best}", "--set",
                                 f"pretrained_student_weights={best}", "--set", "min_teacher_auc=1.0"])
+
+
+def test_a_refused_run_leaves_no_run_folder_and_a_resumed_one_keeps_its_files(config, stage1, tmp_path, monkeypatch):
+    plain = tmp_path / "plain.pth"  # a plain state dict: a teacher of the reference's faces (RetinaFace), not synthetic
+    torch.save(create_classifier(TINY).state_dict(), plain)
+    best = str(stage1 / "weights" / "BEST.pth")
+    output = config.parent / "output"
+    before = set(output.iterdir())
+    with pytest.raises(UserError, match="trained on faces found by retinaface"):
+        main_distillation.main([str(config), "-n", "refused", "--set", f"teacher_weights={plain}"])
+    with pytest.raises(UserError, match="loaded wrongly"):
+        main_distillation.main([str(config), "-n", "refused", "--set", f"teacher_weights={best}", "--set",
+                                f"pretrained_student_weights={best}", "--set", "min_teacher_auc=1.0"])
+    monkeypatch.setattr("src.train.run.init_distributed", lambda: Dist(0, 2, cpu=True))  # two CPU processes
+    with pytest.raises(ConfigError, match="sync_bn needs CUDA processes"):
+        train_student_only.main([str(config), "-n", "refused", "--set", "sync_bn=true"])
+    monkeypatch.undo()
+    assert set(output.iterdir()) == before
+    resumed = shutil.copytree(stage1, tmp_path / "resumed")
+    files = sorted(resumed.rglob("*"))
+    with pytest.raises(UserError, match="trained on faces found by retinaface"):
+        main_distillation.main([str(config), "-n", "x", "--resume", str(resumed), "--set", f"teacher_weights={plain}"])
+    assert sorted(resumed.rglob("*")) == files
+
+
+@pytest.mark.parametrize("script", [train_student_only, main_distillation])
+def test_help_lists_every_config_key_with_its_default(script, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--help"])
+    out = capsys.readouterr().out
+    for key, default in [("lr", "0.0001"), ("alpha_schedule", "null"), ("keep_top_k", "5"), ("compression", "c23")]:
+        assert re.search(rf"^ +{key} +{re.escape(default)}( |$)", out, re.M), key
+    assert all(re.search(rf"^ +{f.name} ", out, re.M) for f in dataclasses.fields(Config))
 
 
 class Tiny(nn.Module):

@@ -16,8 +16,8 @@ from src.common.config import ConfigError, load_config
 from src.common.logs import UserError
 from src.data.dataset import build_dataset
 from src.models.networks import load_checkpoint_model
-from src.train import engine
-from src.train.engine import evaluate, make_loader
+from src.train import engine, stop
+from src.train.engine import make_loader, validate
 from src.train.losses import kd_loss
 
 from conftest import free_port
@@ -45,7 +45,7 @@ def test_torchrun_two_cpu_processes(config):
     assert [line.split(",")[0] for line in (run / "log.csv").read_text().splitlines()] == ["epoch", "1", "2"]
     model, ckpt = load_checkpoint_model(run / "weights" / "BEST.pth")
     cfg = load_config(config)
-    single = evaluate(model, make_loader(build_dataset(cfg, "val"), cfg), cfg.student_size)
+    single = validate(model, make_loader(build_dataset(cfg, "val"), cfg), cfg.student_size)
     assert single["val_auc"] == pytest.approx(ckpt["val_auc"], abs=1e-6)  # gathered predictions: each sample once
     row = next(r for r in csv.DictReader(open(run / "log.csv")) if int(r["epoch"]) == ckpt["epoch"])
     # the loss moves with the BatchNorm statistics: every rank validated rank 0's, the ones saved
@@ -79,13 +79,13 @@ def test_sigint_mid_epoch_writes_last_and_resumes_to_identical_weights(config, m
 
 
 def test_a_stop_signal_reaching_workers_as_they_start_does_not_kill_them(config, monkeypatch):
-    quiet = engine._quiet_worker
+    quiet = stop.quiet_worker
 
     def signalled_while_starting(worker_id):  # torchrun signals the process group as a new epoch's workers start
         os.kill(os.getpid(), signal.SIGTERM)
         quiet(worker_id)
 
-    monkeypatch.setattr(engine, "_quiet_worker", signalled_while_starting)
+    monkeypatch.setattr(stop, "quiet_worker", signalled_while_starting)
     cfg = load_config(config, ["num_workers=2"])
     dataset = build_dataset(cfg, "train")
     batches = list(make_loader(dataset, cfg, epoch=0))

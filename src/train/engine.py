@@ -1,20 +1,15 @@
-"""The training engine shared by both stages: one SAM step, one epoch, validation, and the run loop."""
+"""The training engine shared by both stages, top to bottom: loaders, one SAM step and epoch, validation, fit.
+
+The stop on SIGINT/SIGTERM is src.train.stop's protocol; the run folder is src.train.run's Run."""
 from __future__ import annotations
 
-import argparse
 import contextlib
-import csv
-import glob
 import inspect
-import json
 import logging
 import math
-import signal
-import threading
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -25,26 +20,25 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from src.common import checkpoint
-from src.common.config import Config, ConfigError, build_config, load_config, parse_override, resolve_path
+from src.common.config import Config, ConfigError
 from src.common.distributed import (
     Dist,
     all_true,
     any_true,
     barrier,
-    broadcast,
     epoch_indices,
     finish,
     gather,
-    init_distributed,
     leave,
     sync_buffers,
 )
-from src.common.logs import MissingFile, UserError, setup_logging
-from src.common.plots import pyplot
+from src.common.logs import UserError
 from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
 from src.faces.detectors import fork_safe_opencv
 from src.models.networks import student_view
+from src.train import stop
 from src.train.losses import kd_loss
+from src.train.run import Run
 from src.train.sam import SAM, BNStats, frozen_bn_stats
 from src.train.schedule import alpha_at, sbi_lr_lambda
 
@@ -53,78 +47,6 @@ _logger = logging.getLogger(__name__)
 
 class NonFiniteError(UserError, RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: the step in progress was finished, last.pth written and the stop logged (rank 0).
-
-    The commands exit 0 then: a saved stop is not a failure for torchrun (which would restart or report the
-    processes) nor for a scheduler."""
-
-
-_stop = {"signal": None, "at": 0.0, "saving": False}
-GRACE_S = 10.0  # a repeated signal this soon after the first is the same request (torchrun and a scheduler both send)
-
-
-def _request_stop(signum: int, frame) -> None:
-    if _stop["signal"] is None:
-        _stop.update(signal=signal.Signals(signum).name, at=time.monotonic())
-        _logger.warning("%s: finishing the current step, then writing last.pth (again after %.0f s to stop at once)",
-                        _stop["signal"], GRACE_S)
-    elif _stop["saving"] or time.monotonic() - _stop["at"] < GRACE_S:
-        _logger.warning("%s again: already stopping (a checkpoint write is never cut short)",
-                        signal.Signals(signum).name)
-    else:  # a deliberate second Ctrl-C: stop at once (last.pth still holds the last saved state)
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def saving() -> Iterator[None]:
-    """A checkpoint write: a repeated stop signal waits for its end."""
-    _stop["saving"] = True
-    try:
-        yield
-    finally:
-        _stop["saving"] = False
-
-
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-def _quiet_worker(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT/SIGTERM to the training process (torchrun signals whole process groups: a
-    worker killed mid-step would crash the step before last.pth is written). A signal that arrived while the worker
-    started, blocked since its fork, is dropped here."""
-    for s in _STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-
-class _QuietLoader(DataLoader):
-    """A DataLoader whose workers are forked with SIGINT/SIGTERM blocked, so that a stop signal reaching them before
-    _quiet_worker runs (a new epoch's workers starting) does not kill them; the training process gets it as usual."""
-
-    def __iter__(self):
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
-            return super().__iter__()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """SIGINT/SIGTERM ask the training loop to stop after the current step instead of killing it mid-write."""
-    _stop.update(signal=None, at=0.0, saving=False)
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, _request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int | None = None,
@@ -138,8 +60,9 @@ def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int |
         indices = epoch_indices(len(dataset), epoch, cfg.seed, d, pairs)[skip_batches * pairs:]
     if cfg.num_workers:
         fork_safe_opencv()  # else OpenCV would start one thread per core in every worker of every rank
-    return _QuietLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
-                      collate_fn=collate_pairs, pin_memory=d.device.type == "cuda", worker_init_fn=_quiet_worker)
+    return stop.QuietLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
+                            collate_fn=collate_pairs, pin_memory=d.device.type == "cuda",
+                            worker_init_fn=stop.quiet_worker)
 
 
 def make_optimizer(model: nn.Module, cfg: Config, foreach: bool = True
@@ -183,8 +106,14 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
                     sums: dict | None = None) -> dict:
     """One epoch of SAM steps (stage 2, with a teacher: alpha*CE + (1-alpha)*KL(T)*T^2); returns running sums.
 
-    Stops early, with sums["interrupted"] set, after the step in which SIGINT/SIGTERM arrived. Each step reads the
-    device once: one flag tensor (step finite, no stop signal, data fine), all-reduced once over the ranks.
+    Stops early, with sums["interrupted"] set, after the step in which SIGINT/SIGTERM arrived (src.train.stop).
+
+    A step's cost besides its two forward and backward passes: one flag tensor (step finite, no stop signal, data
+    fine) and one all-reduce of it, the step's one read of the device; the host's flags pick between two tensors
+    made once per epoch (no copy to the device per step). The running sums stay on the device until the epoch ends,
+    then one gather (`epoch_stats`; the progress bar reads them every 20 steps). SAM's perturb and restore, the
+    clipping, the base optimizer's step and the BatchNorm snapshots are fused torch._foreach_* operations into
+    buffers allocated once.
     """
     model.train()
     device, amp = d.device, autocast(cfg, d.device)
@@ -230,7 +159,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
                 loss2 = loss_of(model(x))[0]
             loss2.backward()
         finite = torch.isfinite(optimizer.clip_grad_norm_(cfg.grad_clip)) & torch.isfinite(loss)
-        ok, go_on, data_ok = all_true(torch.stack([finite, yes if _stop["signal"] is None else no,
+        ok, go_on, data_ok = all_true(torch.stack([finite, yes if stop.requested() is None else no,
                                                    no if tracker.exceeded() else yes]), d)
         sums["batches"] += 1
         if ok:
@@ -280,7 +209,7 @@ def epoch_stats(sums: dict, alpha: float | None, d: Dist = Dist()) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tracker: BadSampleTracker | None = None,
+def validate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tracker: BadSampleTracker | None = None,
              amp: contextlib.AbstractContextManager | None = None) -> dict:
     """Loss, accuracy and ROC AUC of softmax[:, 1] over the val reals and their SBI fakes, gathered from all ranks.
 
@@ -304,119 +233,6 @@ def evaluate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tr
     auc = float(roc_auc_score(targets, probs)) if np.isfinite(probs).all() else float("nan")
     return dict(val_loss=sum(p[2] for p in parts) / len(targets), val_acc=float(((probs > 0.5) == targets).mean()),
                 val_auc=auc)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# run folder: config.json, log.csv, train.log, curves.png, weights/
-
-
-def run_parser(description: str) -> argparse.ArgumentParser:
-    """The command line both stages share: CONFIG, -n NAME, --resume RUN_DIR, --set KEY=VALUE."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="JSON config, e.g. configs/config_SBI.json")
-    parser.add_argument("-n", "--name", required=True, help="run name: output/<name>_<timestamp>/")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its weights/last.pth")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    return parser
-
-
-WEIGHT_GLOBS = ("teacher_weights", "pretrained_student_weights", "student_imagenet_weights")
-
-
-def _newest(pattern: str, key: str) -> str:
-    """The newest file matching `pattern`, or the pattern itself when none does (its user reports that)."""
-    try:
-        return str(resolve_path(pattern, key))
-    except FileNotFoundError:
-        return pattern
-
-
-def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None
-                ) -> tuple[Config, Path, dict | None, Dist]:
-    """A new run folder for `name` (made by rank 0), or the folder of the run to resume with its last.pth state."""
-    d = init_distributed()
-    setup_logging()
-    if not d.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-    if resume:  # rank 0 reads the run folder (other nodes may not see it) and hands it to every rank
-        run_dir = Path(resume)
-        last = run_dir / "weights" / "last.pth"
-        found = broadcast(last.is_file() if d.is_main else None, d)
-        if not found:
-            raise MissingFile(f"cannot resume: {last} does not exist (is {run_dir} a run folder of this project?)")
-        values, state = broadcast((json.loads((run_dir / "config.json").read_text()), checkpoint.load(last))
-                                  if d.is_main else None, d)
-        values.update(parse_override(o) for o in overrides)
-        cfg = build_config(values, source=str(run_dir / "config.json"))
-        _logger.info("resuming %s after epoch %d, step %d (config from its config.json; %s is not read)", run_dir,
-                     state["epoch"], state["step"], config_path)
-    else:
-        cfg = load_config(config_path, overrides)
-        run_dir = Path(cfg.output_dir) / f"{name}_{datetime.now():%Y%m%d-%H%M%S}"
-        state = None
-    for key in WEIGHT_GLOBS:  # resolved once, on rank 0: every node loads the same file, and config.json names it
-        pattern = getattr(cfg, key)
-        if pattern and glob.has_magic(pattern):
-            setattr(cfg, key, broadcast(_newest(pattern, key) if d.is_main else None, d))
-    if cfg.batch_size % (2 * d.world):
-        raise ConfigError(f"batch_size {cfg.batch_size} (images, global) must split into real/fake pairs over "
-                          f"{d.world} processes: use a multiple of {2 * d.world}")
-    run_dir = broadcast(run_dir, d)
-    torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
-    if d.is_main:
-        probe = run_dir / "weights" / ".write_test"
-        try:  # fail now, not after the first epoch, when the output folder is unwritable or the disk is full
-            probe.parent.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"\0" * (1 << 20))
-            probe.unlink()
-        except OSError as e:
-            raise UserError(f"cannot write to the output folder {run_dir} ({e}); free disk space or set output_dir "
-                          f"to a writable folder") from None
-        write_config(run_dir, cfg)  # on resume: with its --set
-        setup_logging(run_dir / "train.log")
-        _logger.info("run folder: %s%s", run_dir, f" ({d.world} processes)" if d.world > 1 else "")
-    return cfg, run_dir, state, d
-
-
-def write_config(run_dir: Path, cfg: Config) -> None:
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-
-
-def _log_epoch(run_dir: Path, row: dict) -> None:
-    path = run_dir / "log.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-
-
-def _truncate_log(run_dir: Path, epoch: int) -> None:
-    """Keep the log.csv rows up to `epoch` (a run killed between its log row and its last.pth wrote one more)."""
-    path = run_dir / "log.csv"
-    if path.exists():
-        lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) <= epoch]))
-
-
-def plot_curves(run_dir: Path) -> None:
-    """curves.png: train/val loss and val AUC per epoch, from log.csv."""
-    plt = pyplot()
-
-    with open(run_dir / "log.csv") as f:
-        rows = list(csv.DictReader(f))
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("train_loss", "val_loss"):
-        ax_loss.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
-    ax_auc.plot(epochs, [float(r["val_auc"]) for r in rows], marker="o", color="tab:green")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_auc.set(xlabel="epoch", ylabel="val AUC", title="val AUC")
-    ax_loss.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "curves.png", dpi=80)
-    plt.close(fig)
 
 
 def speed_settings(cfg: Config, device: torch.device) -> None:
@@ -521,30 +337,27 @@ def _resume_sums(saved: dict | list | None, d: Dist) -> dict | None:
     return sums
 
 
-def fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None = None,
-        state: dict | None = None, d: Dist = Dist()) -> Path:
+def fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None = None) -> Path:
     """Train `model` for cfg.epoch epochs (stage 2 when a teacher is given); returns the weights folder.
 
     Under torchrun every rank raises the same error together, and leaves the process group before it does."""
     try:
-        return _fit(cfg, run_dir, model, arch, teacher, state, d)
+        return _fit(run, model, arch, teacher)
     except BaseException:
-        leave(d)
+        leave(run.dist)
         raise
 
 
-def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Module | None, state: dict | None,
-         d: Dist) -> Path:
+def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Path:
+    cfg, state, d = run.cfg, run.state, run.dist
     device = d.device
     speed_settings(cfg, device)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    if cfg.sync_bn and d.world > 1 and device.type != "cuda":
-        raise ConfigError("sync_bn needs CUDA processes (SyncBatchNorm does not run on the CPU): set sync_bn to false")
     raw = sync_batchnorm(model.to(device, memory_format=memory), cfg, d)  # before the optimizer takes its parameters
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     cfg.faces = train_set.faces  # config.json and every checkpoint say which detector made the training data
     if d.is_main:
-        write_config(run_dir, cfg)
+        run.write_config()
     _logger.info("data: %d train frames, %d val frames; %s at %d px (crops at %d px)", len(train_set), len(val_set),
                  arch, cfg.student_size, cfg.image_size)
     if len(train_set) < cfg.batch_size // 2:
@@ -553,7 +366,7 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
     val_loader = make_loader(val_set, cfg, d)
     tracker = BadSampleTracker(cfg.max_bad_fraction)
     optimizer, scheduler = make_optimizer(raw, cfg)
-    saver = checkpoint.CheckpointSaver(run_dir / "weights", cfg.keep_top_k, state and state["top_k"])
+    saver = checkpoint.CheckpointSaver(run.weights, cfg.keep_top_k, state and state["top_k"])
     start, skip, sums = 1, 0, None
     if state is not None:
         raw.load_state_dict(state["model"])
@@ -564,7 +377,7 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
         torch.set_rng_state(state["rng"])  # data randomness is seeded per sample, not from here
         start, skip, sums = state["epoch"] + 1, state["step"], _resume_sums(state["sums"], d)
         if d.is_main:
-            _truncate_log(run_dir, state["epoch"])
+            run.truncate_log(state["epoch"])
     size, n = cfg.student_size, cfg.batch_size // d.world
     candidates = dict(student=(compiled(raw.train(), cfg, device), raw,
                                torch.zeros(n, 3, size, size, device=device).contiguous(memory_format=memory)))
@@ -577,7 +390,7 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
     model = ddp(net, d)
     if teacher is not None:
         if state is None:
-            auc = evaluate(teacher, val_loader, cfg.image_size, d, amp=autocast(cfg, device))["val_auc"]
+            auc = validate(teacher, val_loader, cfg.image_size, d, amp=autocast(cfg, device))["val_auc"]
             _logger.info("teacher val AUC: %.4f", auc)
             if not auc >= cfg.min_teacher_auc:
                 raise UserError(
@@ -589,28 +402,29 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
         return dict(model=raw.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     epoch=epoch, arch=arch, config=cfg.to_dict(), rng=torch.get_rng_state(), **extra)
 
-    with stop_on_signals():
+    run.started = True  # from here a failure keeps the run folder: its train.log tells what happened
+    with stop.stop_on_signals():
         for epoch in range(start, cfg.epoch + 1):
             t0, lr = time.time(), optimizer.param_groups[0]["lr"]
             loader = make_loader(train_set, cfg, d, epoch, skip)
             sums = train_one_epoch(model, loader, optimizer, cfg, epoch, tracker, teacher, d, sums)
             if sums.pop("interrupted"):
-                every_rank, signals = zip(*gather((sums, _stop["signal"]), d))  # resume gives each rank its sums
+                every_rank, signals = zip(*gather((sums, stop.requested()), d))  # resume gives each rank its sums
                 if d.is_main:
-                    with saving():
+                    with stop.saving():
                         checkpoint.atomic_save(snapshot(epoch - 1, step=sums["batches"], sums=list(every_rank),
-                                                        top_k=saver.ranked), run_dir / "weights" / "last.pth")
+                                                        top_k=saver.ranked), run.weights / "last.pth")
                 barrier(d)  # the other ranks wait for rank 0's save before they exit
                 message = (f"stopped by {_who_signalled(list(signals))} in epoch {epoch} after "
                            f"{sums['batches']} steps; last.pth is written. The run is not finished: continue with the "
-                           f"same command plus --resume {run_dir}")
+                           f"same command plus --resume {run.dir}")
                 if d.is_main:
                     _logger.warning(message)
-                raise Interrupted(message)
+                raise stop.Interrupted(message)
             train = epoch_stats(sums, alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule)
                                 if teacher is not None else None, d)
             sync_buffers(raw, d)  # every rank validates the weights and BN statistics that rank 0 saves
-            val = evaluate(net, val_loader, cfg.student_size, d, tracker, autocast(cfg, device))
+            val = validate(net, val_loader, cfg.student_size, d, tracker, autocast(cfg, device))
             stop_on_bad_data(tracker, any_true(tracker.exceeded(final=True), d), final=True)
             bad = sum(gather(tracker.end_epoch(), d))
             scheduler.step()
@@ -620,14 +434,23 @@ def _fit(cfg: Config, run_dir: Path, model: nn.Module, arch: str, teacher: nn.Mo
             if not d.is_main:
                 continue
             row = dict(epoch=epoch, lr=lr, **train, **val, bad_samples=bad, seconds=round(time.time() - t0, 1))
-            _log_epoch(run_dir, row)  # before last.pth: a resume drops rows past its epoch, so none is doubled
-            with saving():
+            run.log_epoch(row)  # before last.pth: a resume drops rows past its epoch, so none is doubled
+            with stop.saving():
                 saved = saver.save(snapshot(epoch, val_auc=val["val_auc"], step=0, sums=None), epoch, val["val_auc"])
-            plot_curves(run_dir)
+            run.plot_curves()
             _logger.info("epoch %d: %s%s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                            for k, v in row.items() if k != "epoch"),
                          f" -> {saved.name}" if saved else "")
     if d.is_main:
-        _logger.info("done: best val AUC %.4f (epoch %d), %s", *saver.ranked[0], run_dir / "weights" / "BEST.pth")
+        _logger.info("done: best val AUC %.4f (epoch %d), %s", *saver.ranked[0], run.weights / "BEST.pth")
     finish(d)
-    return run_dir / "weights"
+    return run.weights
+
+
+def train_stage(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None = None) -> None:
+    """An entry script's training: `fit`, where a saved stop (logged with its --resume command) ends the command
+    with exit status 0 (see the guide's section 8)."""
+    try:
+        fit(run, model, arch, teacher)
+    except stop.Interrupted:
+        return

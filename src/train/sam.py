@@ -18,7 +18,8 @@ class SAM(torch.optim.Optimizer):
     """SAM wrapping a base optimizer that shares its param groups, so LR schedulers on SAM drive the base lr.
 
     Each of SAM's operations (perturb, restore, clip) and the base optimizer's step run as fused multi-tensor
-    operations over all parameters (torch._foreach_*), on the CPU too, and never read the device from the host.
+    operations over all parameters (torch._foreach_*), on the CPU too, and never read the device from the host;
+    the copies of w it restores are allocated once, at the first step.
     foreach=False runs the same operations one parameter at a time (src.bench_train compares the two).
     """
 
