@@ -49,21 +49,21 @@ def main(argv: list[str] | None = None) -> None:
                     help="processes working on one video each with a CPU detector (default: %(default)s)")
     a = ap.parse_args(argv)
     setup_logging()
-    d = init_distributed(cpu=not a.device.startswith("cuda"))  # under torchrun: each process a share of the videos
+    dist = init_distributed(cpu=not a.device.startswith("cuda"))  # under torchrun: each process a share of the videos
     try:
         landmarker = DlibDetector(a.shape_predictor)
         detector = landmarker if a.detector == "dlib" else make_detector(
-            a.detector, retinaface_weights=a.retinaface_weights, device=d.device if d.world > 1 else a.device)
-        summaries = preprocess(a.root, a.compression, detector, landmarker, a.frames, a.sequences, a.workers, d)
+            a.detector, retinaface_weights=a.retinaface_weights, device=dist.device if dist.world > 1 else a.device)
+        summaries = preprocess(a.root, a.compression, detector, landmarker, a.frames, a.sequences, a.workers, dist)
     except UserError as e:
-        leave(d)
+        leave(dist)
         ap.exit(2, f"error: {e}\n")
-    for rank_summaries in host_gather(summaries, d)[1:]:
+    for rank_summaries in host_gather(summaries, dist)[1:]:
         for out, s in rank_summaries.items():
             merge(summaries[out], s)
-    if d.is_main:
+    if dist.is_main:
         report(summaries)
-    finish(d)
+    finish(dist)
 
 
 if __name__ == "__main__":

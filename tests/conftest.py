@@ -166,7 +166,7 @@ def free_port() -> int:
 
 
 def run_ranks(fn, world: int = 2, *args) -> list:
-    """fn(d, *args) in `world` fresh processes joined over gloo; their results in rank order."""
+    """fn(dist, *args) in `world` fresh processes joined over gloo; their results in rank order."""
     port = free_port()
     with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = [pool.submit(_rank, fn, rank, world, port, *args) for rank in range(world)]
@@ -177,8 +177,8 @@ def _rank(fn, rank: int, world: int, port: int, *args):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    d = init_distributed(cpu=True)
+    dist = init_distributed(cpu=True)
     try:
-        return fn(d, *args)
+        return fn(dist, *args)
     finally:
-        leave(d)
+        leave(dist)

@@ -49,13 +49,13 @@ class Net(nn.Module):
 CFG = Config(image_size=16, student_image_size=None, epoch=1, batch_size=8, lr=0.1, grad_clip=None)
 
 
-def batches(d: Dist, n: int) -> list[dict]:
-    g = torch.Generator().manual_seed(100 + d.rank)  # each rank its own data, as a DistributedSampler gives
+def batches(dist: Dist, n: int) -> list[dict]:
+    g = torch.Generator().manual_seed(100 + dist.rank)  # each rank its own data, as a DistributedSampler gives
     return [{"images": torch.rand(4, 3, 16, 16, generator=g), "labels": torch.tensor([0, 0, 1, 1]), "failures": []}
             for _ in range(n)]
 
 
-def _pass1_grads_after_a_skipped_pass2(d: Dist) -> dict:
+def _pass1_grads_after_a_skipped_pass2(dist: Dist) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     raw = Net(poison=(2,))  # step 1's pass 2 is not finite: the step is skipped
@@ -68,9 +68,9 @@ def _pass1_grads_after_a_skipped_pass2(d: Dist) -> dict:
         first_step()
 
     optimizer.first_step = record
-    sums = train_one_epoch(DDP(raw), batches(d, 2), optimizer, CFG, 1, BadSampleTracker(1.0), None, d)
+    sums = train_one_epoch(DDP(raw), batches(dist, 2), optimizer, CFG, 1, BadSampleTracker(1.0), None, dist)
     return {"skipped": sums["skipped"], "steps": sums["steps"], "grad": seen[1],
-            "logged": epoch_stats(sums, None, d)["skipped_steps"]}
+            "logged": epoch_stats(sums, None, dist)["skipped_steps"]}
 
 
 @pytest.mark.slow
@@ -81,13 +81,13 @@ def test_a_skipped_second_pass_leaves_the_next_first_pass_local():
     assert not torch.allclose(r0["grad"], r1["grad"])  # step 2's pass 1: each rank's own gradient, not the mean
 
 
-def _bad_data_on_rank_1(d: Dist) -> str:
+def _bad_data_on_rank_1(dist: Dist) -> str:
     tracker = BadSampleTracker(0.01)
-    if d.rank == 1:
+    if dist.rank == 1:
         tracker.update([(f"{i}.png", "unreadable") for i in range(10)], 200)
     raw = Net()
     try:
-        train_one_epoch(raw, batches(d, 3), make_optimizer(raw, CFG)[0], CFG, 1, tracker, None, d)
+        train_one_epoch(raw, batches(dist, 3), make_optimizer(raw, CFG)[0], CFG, 1, tracker, None, dist)
     except DataQualityError as e:
         return str(e)
     return "no error"
@@ -135,14 +135,14 @@ def _signalling(sig: signal.Signals, step: int):
     return student_view
 
 
-def _train_recording(d: Dist, config: str, stop_at: int) -> list[int]:
+def _train_recording(dist: Dist, config: str, stop_at: int) -> list[int]:
     """Stage 1 in this process of 2, where rank 1 gets SIGTERM in its train step `stop_at`: the frames it trained."""
     import train_student_only
     from src.train import engine
 
     seen = []
     SBIDataset.__getitem__ = _recording(seen)
-    if d.rank == 1:
+    if dist.rank == 1:
         engine.student_view = _signalling(signal.SIGTERM, stop_at)
     train_student_only.main([config, "-n", "two"])  # a saved stop returns: the command exits 0
     return seen
@@ -173,21 +173,21 @@ def test_resume_on_another_world_size_trains_every_sample_of_the_epoch_once(tmp_
     assert sorted(seen) == sorted(epoch_indices(frames, 1, 5, Dist(), 2))  # every sample once, none lost
 
 
-def _compile_with_a_broken_compiler_on_rank_1(d: Dist, cache: str) -> tuple[bool, list[str]]:
+def _compile_with_a_broken_compiler_on_rank_1(dist: Dist, cache: str) -> tuple[bool, list[str]]:
     import logging
 
     import torch._inductor.config as inductor
 
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # nothing compiled before: inductor needs its C++ compiler
-    inductor.cpp.cxx = (None, "/nonexistent/c++") if d.rank == 1 else inductor.cpp.cxx
+    inductor.cpp.cxx = (None, "/nonexistent/c++") if dist.rank == 1 else inductor.cpp.cxx
     warnings = []
     handler = logging.Handler()
     handler.emit = lambda record: warnings.append(record.getMessage())
     logging.getLogger("src.train.engine").addHandler(handler)
     torch.manual_seed(0)
     raw = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 14 * 14, 2))
-    net = torch.compile(raw, backend="inductor" if d.rank == 1 else "eager")  # rank 0: no C++ compiler needed
-    chosen = eager_where_compile_fails({"student": (net, raw, torch.zeros(4, 3, 16, 16))}, d)["student"]
+    net = torch.compile(raw, backend="inductor" if dist.rank == 1 else "eager")  # rank 0: no C++ compiler needed
+    chosen = eager_where_compile_fails({"student": (net, raw, torch.zeros(4, 3, 16, 16))}, dist)["student"]
     untouched = raw[1].num_batches_tracked.item() == 0 and all(p.grad is None for p in raw.parameters())
     return chosen is raw and untouched, warnings
 
@@ -200,11 +200,11 @@ def test_compile_failing_at_the_first_call_on_one_rank_runs_every_rank_eager(tmp
     assert "InvalidCxxCompiler" in said1[0] and "running student eager on every process" in said1[0]
 
 
-def _bn_statistics_follow_own_batches(d: Dist) -> bool:
+def _bn_statistics_follow_own_batches(dist: Dist) -> bool:
     torch.manual_seed(0)
     raw = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    data = batches(d, 3)
-    train_one_epoch(ddp(raw, d), data, make_optimizer(raw, CFG)[0], CFG, 1, BadSampleTracker(1.0), None, d)
+    data = batches(dist, 3)
+    train_one_epoch(ddp(raw, dist), data, make_optimizer(raw, CFG)[0], CFG, 1, BadSampleTracker(1.0), None, dist)
     alone = nn.BatchNorm2d(3)
     for batch in data:  # the first layer: its statistics depend on this process's images only
         alone(batch["images"])

@@ -285,7 +285,7 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped(folder, tmp_path, mo
         evaluate_cli(folder, tmp_path / "b", monkeypatch, None, "--frames", "2")  # other settings: refused
 
 
-def _evaluate_rank(d, folder, out):
+def _evaluate_rank(dist, folder, out):
     with pytest.MonkeyPatch.context() as mp:
         return evaluate_cli(folder, out, mp)
 

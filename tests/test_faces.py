@@ -262,9 +262,9 @@ def _written(root):
             for p in sorted(base.rglob("*")) if p.is_file() and "videos" not in p.parts}
 
 
-def _preprocess_rank(d, root):
+def _preprocess_rank(dist, root):
     dlib = BrightFaceDetector()
-    return preprocess(root, "c23", dlib, dlib, frames=4, d=d)[str(root / "original_sequences/youtube/c23")].done
+    return preprocess(root, "c23", dlib, dlib, frames=4, dist=dist)[str(root / "original_sequences/youtube/c23")].done
 
 
 def test_worker_processes_and_torchrun_shards_write_what_one_process_writes(tmp_path):

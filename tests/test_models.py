@@ -1,4 +1,4 @@
-"""Tests for src/models.py: the SBI teacher conversion, strict loading and the student's ImageNet weights."""
+"""Tests for src/models: the SBI teacher conversion, strict loading and the student's ImageNet weights."""
 import logging
 import math
 import os

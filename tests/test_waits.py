@@ -7,7 +7,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 
 import torch
-import torch.distributed as dist
+import torch.distributed as td
 
 from src.common.distributed import Dist, host_barrier, host_gather
 
@@ -22,18 +22,18 @@ def _free_port() -> int:
 
 def _uneven_rank(rank: int, world: int, port: int) -> list:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+    td.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=TIMEOUT_S))
-    d = Dist(rank, world, rank, cpu=True)
+    dist = Dist(rank, world, rank, cpu=True)
     try:
         if rank == 1:  # a long shard: every other rank waits for it at the barrier
             time.sleep(LATE_S)
-        host_barrier(d)
+        host_barrier(dist)
         if rank == 0:  # then the other ranks wait at the gather
             time.sleep(LATE_S)
-        return host_gather({"rank": rank}, d)
+        return host_gather({"rank": rank}, dist)
     finally:
-        dist.destroy_process_group()
+        td.destroy_process_group()
 
 
 def test_host_waits_outlast_the_collective_timeout():

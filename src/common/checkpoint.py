@@ -118,7 +118,7 @@ class CheckpointSaver:
     """Keeps the best `keep_top_k` epochs by val AUC (ties keep the earlier epoch), BEST.pth and last.pth."""
 
     def __init__(self, weights_dir: str | Path, keep_top_k: int = 5, ranked: list | None = None):
-        self.dir, self.keep_top_k = Path(weights_dir), keep_top_k  # made by rank 0 (src.engine.prepare_run)
+        self.dir, self.keep_top_k = Path(weights_dir), keep_top_k  # made by rank 0 (src.train.run.prepare_run)
         self.ranked = [tuple(r) for r in ranked or []]  # (auc, epoch), best first
 
     def save(self, state: dict, epoch: int, auc: float) -> Path | None:

@@ -70,9 +70,9 @@ def process_video(path: Path, out: Path, detector: FaceDetector, landmarker: Dli
                   summary: Summary) -> None:
     """Write the frames with a face, their landmarks and boxes of one video under `out` (its sequence folder)."""
     vid, tmp = path.stem, {k: out / k / f".{path.stem}.partial" for k in KINDS}
-    for d in tmp.values():
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
+    for folder in tmp.values():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
     width, written = max(3, len(str(frame_count(path) - 1))), 0  # one width per video, so names sort by index
     try:
         for chunk in read_frame_batches(path, frames):
@@ -91,15 +91,15 @@ def process_video(path: Path, out: Path, detector: FaceDetector, landmarker: Dli
     except UnreadableMedia as e:
         _logger.warning("%s", e)
         summary.unreadable.append(str(path))
-        for d in tmp.values():
-            shutil.rmtree(d)
+        for folder in tmp.values():
+            shutil.rmtree(folder)
         return
     if written == 0:
         summary.no_face_videos.append(str(path))
-    for kind, d in tmp.items():  # frames/<vid> last: it marks the video as finished
+    for kind, folder in tmp.items():  # frames/<vid> last: it marks the video as finished
         final = out / kind / vid
         shutil.rmtree(final, ignore_errors=True)
-        d.rename(final)
+        folder.rename(final)
     summary.done += 1
 
 
@@ -135,7 +135,7 @@ def merge(into: Summary, other: Summary) -> None:
 
 
 def preprocess(root: str | Path, compression: str, detector: FaceDetector, landmarker: DlibDetector, frames: int = 32,
-               sequences: list[str] | None = None, workers: int = 0, d: Dist = Dist()) -> dict[str, Summary]:
+               sequences: list[str] | None = None, workers: int = 0, dist: Dist = Dist()) -> dict[str, Summary]:
     """Process every unfinished video of the chosen sequences; returns a summary per sequence folder.
 
     `detector` gives the boxes (retina/), `landmarker` the landmarks (landmarks/); they may be one dlib detector.
@@ -149,14 +149,14 @@ def preprocess(root: str | Path, compression: str, detector: FaceDetector, landm
     summaries = {}
     for videos in sequence_dirs(root, compression, sequences):
         out, summary = videos.parent, Summary()
-        if d.is_main:
+        if dist.is_main:
             record_face_source(out, info)
-        host_barrier(d)  # the ranks that finished the previous folder first wait here for the slowest
+        host_barrier(dist)  # the ranks that finished the previous folder first wait here for the slowest
         paths = sorted(videos.glob("*.mp4"))
         if not paths:
             _logger.warning("%s holds no .mp4 video", videos)
-        todo = [p for p in paths[d.rank::d.world] if not (out / "frames" / p.stem).is_dir()]
-        summary.skipped = len(paths[d.rank::d.world]) - len(todo)
+        todo = [p for p in paths[dist.rank::dist.world] if not (out / "frames" / p.stem).is_dir()]
+        summary.skipped = len(paths[dist.rank::dist.world]) - len(todo)
         bar = tqdm(total=len(todo), desc=str(videos.relative_to(root)), dynamic_ncols=True)
         if workers > 1:
             _POOL.update(detector=detector, landmarker=landmarker)

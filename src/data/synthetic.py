@@ -264,8 +264,8 @@ def generate_dataset(out: str | Path, videos: int = 48, frames: int = 8, frame_s
     root = out / "original_sequences" / "youtube" / compression
     for v in range(videos):
         dirs = [root / kind / f"{v:03d}" for kind in ("frames", "landmarks", "retina")]
-        for d in dirs:
-            d.mkdir(parents=True, exist_ok=True)
+        for folder in dirs:
+            folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng([seed, v])
         video = SyntheticVideo(rng, frame_size, face_size)
         for f in range(frames):

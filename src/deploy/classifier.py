@@ -10,7 +10,7 @@ from src.deploy.runtime import ort_session
 
 
 class OrtClassifier(nn.Module):
-    """An ONNX classifier in ONNX Runtime behind the PyTorch model interface (e.g. for `engine.evaluate`)."""
+    """An ONNX classifier in ONNX Runtime behind the PyTorch model interface (e.g. for training's `validate`)."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         super().__init__()

@@ -139,8 +139,8 @@ def evaluate_dataset(dataset: str, root: str, weights: str, frames: int = 32, ou
                      workers: int = 0, device: str = "cpu", bf16: bool = False, profile: bool = False) -> None:
     """src.evaluate's run: score the test videos of `dataset` into `out` (an interrupted run there resumes), then
     write and print the results (rank 0 under torchrun); a UserError before the scoring leaves the process group."""
-    d = init_distributed(cpu=not device.startswith("cuda"))  # under torchrun: each process a shard of the videos
-    device = d.device if d.world > 1 else torch.device(device)
+    dist = init_distributed(cpu=not device.startswith("cuda"))  # under torchrun: each process a shard of the videos
+    device = dist.device if dist.world > 1 else torch.device(device)
     threads = scoring_threads(workers)
     if threads:
         torch.set_num_threads(threads)
@@ -151,35 +151,35 @@ def evaluate_dataset(dataset: str, root: str, weights: str, frames: int = 32, ou
         detector = make_detector(choose_detector(detector_name, faces), shape_predictor,
                                  retinaface_weights=retinaface_weights, device=device)
         model = model.to(device)
-        out = Path(broadcast(out or f"output/evaluate_{dataset}_{datetime.now():%Y%m%d-%H%M%S}", d))
+        out = Path(broadcast(out or f"output/evaluate_{dataset}_{datetime.now():%Y%m%d-%H%M%S}", dist))
         described = detector.describe()
         retinaface = find_retinaface_weights(retinaface_weights) if described["detector"] == "retinaface" else None
         settings = dict(dataset=dataset, root=str(root), weights=str(weights), model_sha256=file_sha256(weights),
                         frames=frames, compression=compression, runtime=runtime,
                         bf16=bf16 and device.type == "cuda", detector=described,
                         retinaface_sha256=file_sha256(retinaface) if retinaface else None)
-        if d.is_main:
+        if dist.is_main:
             check_settings(make_folder(out, "--out"), settings)
     except UserError:
-        leave(d)
+        leave(dist)
         raise
-    host_barrier(d)
-    setup_logging(out / ("evaluate.log" if d.world == 1 else f"evaluate.rank{d.rank}.log"))
+    host_barrier(dist)
+    setup_logging(out / ("evaluate.log" if dist.world == 1 else f"evaluate.rank{dist.rank}.log"))
     done = read_records(out)
-    todo = [i for i in items[d.rank::d.world] if str(i.path) not in done]
+    todo = [i for i in items[dist.rank::dist.world] if str(i.path) not in done]
     _logger.info("%s: %d videos (%d real) from %s; results to %s%s", dataset, len(items),
                  sum(i.label == 0 for i in items), root, out,
                  f"; resuming: {len(done)} already scored by the same model file" if done else "")
     timer, start = defaultdict(float), time.perf_counter()
-    with open_records(out / ("videos.jsonl" if d.world == 1 else f"videos.rank{d.rank}.jsonl")) as log:
+    with open_records(out / ("videos.jsonl" if dist.world == 1 else f"videos.rank{dist.rank}.jsonl")) as log:
         def record(r: VideoResult) -> None:
             log.write(json.dumps(to_record(r)) + "\n")
             log.flush()
 
         new = evaluate_items(todo, detector, model, size, frames, device, batch_size, timer, workers, bf16, record)
     wall = time.perf_counter() - start
-    host_barrier(d)  # shards are uneven: a rank may wait here for hours
-    if d.is_main:
+    host_barrier(dist)  # shards are uneven: a rank may wait here for hours
+    if dist.is_main:
         done = read_records(out)
         missing = [str(i.path) for i in items if str(i.path) not in done]
         if missing:
@@ -194,5 +194,5 @@ def evaluate_dataset(dataset: str, root: str, weights: str, frames: int = 32, ou
         print_profile(timer, sum(r.scores.n_frames for r in new if r.scores),
                       sum(len(r.scores.faces) for r in new if r.scores), wall, workers,
                       thread_budget(workers, model))
-    finish(d)
+    finish(dist)
 

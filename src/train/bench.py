@@ -127,32 +127,32 @@ def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, 
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                           LOCAL_RANK=str(rank))
-    d = init_distributed(cpu=cpu)
+    dist = init_distributed(cpu=cpu)
     torch.manual_seed(0)
-    device, memory = d.device, torch.channels_last if cfg.channels_last else torch.contiguous_format
+    device, memory = dist.device, torch.channels_last if cfg.channels_last else torch.contiguous_format
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()  # several measurements in one process (src.gpu_check)
     speed_settings(cfg, device)
-    model = sync_batchnorm(create_classifier(cfg.model).to(device, memory_format=memory), cfg, d)
+    model = sync_batchnorm(create_classifier(cfg.model).to(device, memory_format=memory), cfg, dist)
     teacher = None
     if stage == 2:
         teacher = create_classifier(cfg.teacher_arch).to(device, memory_format=memory).eval().requires_grad_(False)
         teacher = compiled(teacher, cfg, device)
     optimizer, _ = make_optimizer(model, cfg, foreach)
     net = compiled(model, cfg, device)
-    wrapped = ddp(net, d)
-    n = cfg.batch_size // d.world
+    wrapped = ddp(net, dist)
+    n = cfg.batch_size // dist.world
     images = torch.rand(n, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=memory)
     batch = {"images": images, "labels": torch.arange(n, device=device) % 2, "failures": []}
     tracker = BadSampleTracker(1.0)
     def epoch(loader: _Stamped) -> None:
-        train_one_epoch(wrapped, loader, optimizer, cfg, 1, tracker, teacher, d)
+        train_one_epoch(wrapped, loader, optimizer, cfg, 1, tracker, teacher, dist)
 
     step, setup, sam = _epoch_timed(epoch, batch, steps, device, optimizer if sam_clock else None)
     out = {"step": step, "setup": setup, "sam": sam, "peak_mb": _peak_memory_mb(device),
            "memory": "CUDA memory" if device.type == "cuda" else "RSS"}
-    if d.world > 1:
-        finish(d)
+    if dist.world > 1:
+        finish(dist)
         return out
     x, amp = student_view(images, cfg.student_size), autocast(cfg, device)
 

@@ -49,19 +49,19 @@ class NonFiniteError(UserError, RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 
 
-def make_loader(dataset: SBIDataset, cfg: Config, d: Dist = Dist(), epoch: int | None = None,
+def make_loader(dataset: SBIDataset, cfg: Config, dist: Dist = Dist(), epoch: int | None = None,
                 skip_batches: int = 0) -> DataLoader:
     """This rank's batches of batch_size / 2 / world pairs: train (epoch given) shuffled per epoch, else val."""
-    pairs = cfg.batch_size // 2 // d.world
+    pairs = cfg.batch_size // 2 // dist.world
     if epoch is None:
-        indices = epoch_indices(len(dataset), 0, cfg.seed, d, None)
+        indices = epoch_indices(len(dataset), 0, cfg.seed, dist, None)
     else:
         dataset.set_epoch(epoch)
-        indices = epoch_indices(len(dataset), epoch, cfg.seed, d, pairs)[skip_batches * pairs:]
+        indices = epoch_indices(len(dataset), epoch, cfg.seed, dist, pairs)[skip_batches * pairs:]
     if cfg.num_workers:
         fork_safe_opencv()  # else OpenCV would start one thread per core in every worker of every rank
     return stop.QuietLoader(dataset, batch_size=pairs, sampler=indices, num_workers=cfg.num_workers,
-                            collate_fn=collate_pairs, pin_memory=d.device.type == "cuda",
+                            collate_fn=collate_pairs, pin_memory=dist.device.type == "cuda",
                             worker_init_fn=stop.quiet_worker)
 
 
@@ -102,7 +102,7 @@ def stop_on_bad_data(tracker: BadSampleTracker, anywhere: bool, final: bool = Fa
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Config, epoch: int,
-                    tracker: BadSampleTracker, teacher: nn.Module | None = None, d: Dist = Dist(),
+                    tracker: BadSampleTracker, teacher: nn.Module | None = None, dist: Dist = Dist(),
                     sums: dict | None = None) -> dict:
     """One epoch of SAM steps (stage 2, with a teacher: alpha*CE + (1-alpha)*KL(T)*T^2); returns running sums.
 
@@ -116,7 +116,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
     buffers allocated once.
     """
     model.train()
-    device, amp = d.device, autocast(cfg, d.device)
+    device, amp = dist.device, autocast(cfg, dist.device)
     yes, no = torch.tensor([True, False], device=device)  # the host's flags, built once: no copy to the device per step
     alpha = alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule) if teacher is not None else 1.0
     sums, running = dict(sums or new_sums(), interrupted=False), torch.zeros(len(SUMS), device=device)
@@ -125,7 +125,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
     bn_before, bn_pass2 = BNStats(model), BNStats(model)
     # disable=None: no bar when stderr is not a terminal (log files); the per-epoch log line stays
     bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epoch}", leave=False, dynamic_ncols=True,
-               disable=None if d.is_main else True)
+               disable=None if dist.is_main else True)
     for batch in bar:
         tracker.update(batch["failures"], len(batch["labels"]) // 2)
         images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=memory)
@@ -160,7 +160,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
             loss2.backward()
         finite = torch.isfinite(optimizer.clip_grad_norm_(cfg.grad_clip)) & torch.isfinite(loss)
         ok, go_on, data_ok = all_true(torch.stack([finite, yes if stop.requested() is None else no,
-                                                   no if tracker.exceeded() else yes]), d)
+                                                   no if tracker.exceeded() else yes]), dist)
         sums["batches"] += 1
         if ok:
             optimizer.second_step()
@@ -197,9 +197,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: SAM, cfg: Con
     return sums
 
 
-def epoch_stats(sums: dict, alpha: float | None, d: Dist = Dist()) -> dict:
+def epoch_stats(sums: dict, alpha: float | None, dist: Dist = Dist()) -> dict:
     """The log.csv columns of an epoch's training sums, added over all ranks (one gather)."""
-    every_rank = gather(sums, d)
+    every_rank = gather(sums, dist)
     total = {k: sum(s[k] for s in every_rank) for k in ADDITIVE}
     n = max(total["n"], 1)
     out = dict(train_loss=total["loss"] / n, train_acc=total["correct"] / n, skipped_steps=sums["skipped"])
@@ -209,15 +209,15 @@ def epoch_stats(sums: dict, alpha: float | None, d: Dist = Dist()) -> dict:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tracker: BadSampleTracker | None = None,
-             amp: contextlib.AbstractContextManager | None = None) -> dict:
+def validate(model: nn.Module, loader: Iterable, size: int, dist: Dist = Dist(),
+             tracker: BadSampleTracker | None = None, amp: contextlib.AbstractContextManager | None = None) -> dict:
     """Loss, accuracy and ROC AUC of softmax[:, 1] over the val reals and their SBI fakes, gathered from all ranks.
 
     Inputs go to the model's own device (the CPU for a model without parameters)."""
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))  # none: an ONNX Runtime model
     probs, targets, loss_sum = [], [], torch.zeros((), device=device)
-    for batch in tqdm(loader, desc="val", leave=False, dynamic_ncols=True, disable=None if d.is_main else True):
+    for batch in tqdm(loader, desc="val", leave=False, dynamic_ncols=True, disable=None if dist.is_main else True):
         if tracker is not None:
             tracker.update(batch["failures"], len(batch["labels"]) // 2)
         with amp or contextlib.nullcontext():
@@ -228,7 +228,7 @@ def validate(model: nn.Module, loader: Iterable, size: int, d: Dist = Dist(), tr
         targets.append(labels)
     from sklearn.metrics import roc_auc_score  # noqa: PLC0415 (keeps scikit-learn's start-up out of other processes)
 
-    parts = gather((torch.cat(probs).cpu().numpy(), torch.cat(targets).cpu().numpy(), loss_sum.item()), d)
+    parts = gather((torch.cat(probs).cpu().numpy(), torch.cat(targets).cpu().numpy(), loss_sum.item()), dist)
     probs, targets = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     auc = float(roc_auc_score(targets, probs)) if np.isfinite(probs).all() else float("nan")
     return dict(val_loss=sum(p[2] for p in parts) / len(targets), val_acc=float(((probs > 0.5) == targets).mean()),
@@ -276,7 +276,7 @@ def _first_call_error(net: nn.Module, x: torch.Tensor, amp: contextlib.AbstractC
     return None
 
 
-def eager_where_compile_fails(modules: dict[str, tuple[nn.Module, nn.Module, torch.Tensor]], d: Dist = Dist(),
+def eager_where_compile_fails(modules: dict[str, tuple[nn.Module, nn.Module, torch.Tensor]], dist: Dist = Dist(),
                               amp: contextlib.AbstractContextManager | None = None) -> dict[str, nn.Module]:
     """For each name's (compiled, eager, example input): the compiled module where its first call works on every
     process, else the eager one, with one warning.
@@ -285,7 +285,7 @@ def eager_where_compile_fails(modules: dict[str, tuple[nn.Module, nn.Module, tor
     the first call runs here, and one all-reduce of the outcomes gives every process the same modules."""
     errors = {name: None if c is e else _first_call_error(c, x, amp or contextlib.nullcontext())
               for name, (c, e, x) in modules.items()}
-    works = dict(zip(errors, all_true(torch.tensor([error is None for error in errors.values()]), d)))
+    works = dict(zip(errors, all_true(torch.tensor([error is None for error in errors.values()]), dist)))
     failed = [name for name, ok in works.items() if not ok]
     if failed:
         reasons = "; ".join(f"{name}: {errors[name] or 'failed on another process'}" for name in failed)
@@ -294,22 +294,22 @@ def eager_where_compile_fails(modules: dict[str, tuple[nn.Module, nn.Module, tor
     return {name: c if works[name] else e for name, (c, e, _) in modules.items()}
 
 
-def sync_batchnorm(model: nn.Module, cfg: Config, d: Dist) -> nn.Module:
+def sync_batchnorm(model: nn.Module, cfg: Config, dist: Dist) -> nn.Module:
     """`model` with SyncBatchNorm layers when cfg.sync_bn asks for it under several processes: BatchNorm then
     normalises over the global batch. The same parameters and buffers (so checkpoints do not change)."""
-    if not (cfg.sync_bn and d.world > 1):
+    if not (cfg.sync_bn and dist.world > 1):
         return model
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def ddp(net: nn.Module, d: Dist) -> nn.Module:
+def ddp(net: nn.Module, dist: Dist) -> nn.Module:
     """`net` in DDP under several processes. broadcast_buffers=False: each process keeps its own BatchNorm running
     statistics (equal at the start) instead of taking rank 0's at every forward, a broadcast per step;
     `sync_buffers` hands rank 0's to every process before validation."""
-    if d.world == 1:
+    if dist.world == 1:
         return net
     new = "forward_sync_buffers" in inspect.signature(DDP).parameters  # torch > 2.9 renamed broadcast_buffers
-    return DDP(net, device_ids=[d.device] if d.device.type == "cuda" else None,
+    return DDP(net, device_ids=[dist.device] if dist.device.type == "cuda" else None,
                **{"forward_sync_buffers" if new else "broadcast_buffers": False})
 
 
@@ -324,16 +324,16 @@ def _who_signalled(signals: list[str | None]) -> str:
     return ", ".join(f"{name} (rank{'s' * (len(r) > 1)} {', '.join(r)})" for name, r in ranks.items())
 
 
-def _resume_sums(saved: dict | list | None, d: Dist) -> dict | None:
+def _resume_sums(saved: dict | list | None, dist: Dist) -> dict | None:
     """This rank's running sums from a mid-epoch last.pth (one dict per rank). Another world size: every rank at
     the saved position (the same step count on every rank), the additive sums of all saved ranks on rank 0."""
     if saved is None:
         return None
     per_rank = saved if isinstance(saved, list) else [saved]
-    if len(per_rank) == d.world:
-        return per_rank[d.rank]
+    if len(per_rank) == dist.world:
+        return per_rank[dist.rank]
     sums = {k: per_rank[0][k] for k in SHARED}
-    sums.update({k: sum(s[k] for s in per_rank) if d.is_main else 0 for k in ADDITIVE})
+    sums.update({k: sum(s[k] for s in per_rank) if dist.is_main else 0 for k in ADDITIVE})
     return sums
 
 
@@ -349,21 +349,21 @@ def fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None = None)
 
 
 def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Path:
-    cfg, state, d = run.cfg, run.state, run.dist
-    device = d.device
+    cfg, state, dist = run.cfg, run.state, run.dist
+    device = dist.device
     speed_settings(cfg, device)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    raw = sync_batchnorm(model.to(device, memory_format=memory), cfg, d)  # before the optimizer takes its parameters
+    raw = sync_batchnorm(model.to(device, memory_format=memory), cfg, dist)  # before the optimizer takes its parameters
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     cfg.faces = train_set.faces  # config.json and every checkpoint say which detector made the training data
-    if d.is_main:
+    if dist.is_main:
         run.write_config()
     _logger.info("data: %d train frames, %d val frames; %s at %d px (crops at %d px)", len(train_set), len(val_set),
                  arch, cfg.student_size, cfg.image_size)
     if len(train_set) < cfg.batch_size // 2:
         raise ConfigError(f"the train split has {len(train_set)} frames, fewer than one batch of "
                           f"{cfg.batch_size // 2} pairs: lower batch_size or add data")
-    val_loader = make_loader(val_set, cfg, d)
+    val_loader = make_loader(val_set, cfg, dist)
     tracker = BadSampleTracker(cfg.max_bad_fraction)
     optimizer, scheduler = make_optimizer(raw, cfg)
     saver = checkpoint.CheckpointSaver(run.weights, cfg.keep_top_k, state and state["top_k"])
@@ -375,22 +375,22 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
         for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * factor(scheduler.last_epoch)  # this config's schedule, also if --set changed epoch
         torch.set_rng_state(state["rng"])  # data randomness is seeded per sample, not from here
-        start, skip, sums = state["epoch"] + 1, state["step"], _resume_sums(state["sums"], d)
-        if d.is_main:
+        start, skip, sums = state["epoch"] + 1, state["step"], _resume_sums(state["sums"], dist)
+        if dist.is_main:
             run.truncate_log(state["epoch"])
-    size, n = cfg.student_size, cfg.batch_size // d.world
+    size, n = cfg.student_size, cfg.batch_size // dist.world
     candidates = dict(student=(compiled(raw.train(), cfg, device), raw,
                                torch.zeros(n, 3, size, size, device=device).contiguous(memory_format=memory)))
     if teacher is not None:  # never in DDP: it is frozen
         teacher = teacher.to(device, memory_format=memory)
         candidates["teacher"] = (compiled(teacher, cfg, device), teacher, torch.zeros(
             n, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=memory))
-    chosen = eager_where_compile_fails(candidates, d, autocast(cfg, device))
+    chosen = eager_where_compile_fails(candidates, dist, autocast(cfg, device))
     net, teacher = chosen["student"], chosen.get("teacher")
-    model = ddp(net, d)
+    model = ddp(net, dist)
     if teacher is not None:
         if state is None:
-            auc = validate(teacher, val_loader, cfg.image_size, d, amp=autocast(cfg, device))["val_auc"]
+            auc = validate(teacher, val_loader, cfg.image_size, dist, amp=autocast(cfg, device))["val_auc"]
             _logger.info("teacher val AUC: %.4f", auc)
             if not auc >= cfg.min_teacher_auc:
                 raise UserError(
@@ -406,32 +406,32 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
     with stop.stop_on_signals():
         for epoch in range(start, cfg.epoch + 1):
             t0, lr = time.time(), optimizer.param_groups[0]["lr"]
-            loader = make_loader(train_set, cfg, d, epoch, skip)
-            sums = train_one_epoch(model, loader, optimizer, cfg, epoch, tracker, teacher, d, sums)
+            loader = make_loader(train_set, cfg, dist, epoch, skip)
+            sums = train_one_epoch(model, loader, optimizer, cfg, epoch, tracker, teacher, dist, sums)
             if sums.pop("interrupted"):
-                every_rank, signals = zip(*gather((sums, stop.requested()), d))  # resume gives each rank its sums
-                if d.is_main:
+                every_rank, signals = zip(*gather((sums, stop.requested()), dist))  # resume gives each rank its sums
+                if dist.is_main:
                     with stop.saving():
                         checkpoint.atomic_save(snapshot(epoch - 1, step=sums["batches"], sums=list(every_rank),
                                                         top_k=saver.ranked), run.weights / "last.pth")
-                barrier(d)  # the other ranks wait for rank 0's save before they exit
+                barrier(dist)  # the other ranks wait for rank 0's save before they exit
                 message = (f"stopped by {_who_signalled(list(signals))} in epoch {epoch} after "
                            f"{sums['batches']} steps; last.pth is written. The run is not finished: continue with the "
                            f"same command plus --resume {run.dir}")
-                if d.is_main:
+                if dist.is_main:
                     _logger.warning(message)
                 raise stop.Interrupted(message)
             train = epoch_stats(sums, alpha_at(epoch, cfg.alpha_start, cfg.alpha_end, cfg.alpha_schedule)
-                                if teacher is not None else None, d)
-            sync_buffers(raw, d)  # every rank validates the weights and BN statistics that rank 0 saves
-            val = validate(net, val_loader, cfg.student_size, d, tracker, autocast(cfg, device))
-            stop_on_bad_data(tracker, any_true(tracker.exceeded(final=True), d), final=True)
-            bad = sum(gather(tracker.end_epoch(), d))
+                                if teacher is not None else None, dist)
+            sync_buffers(raw, dist)  # every rank validates the weights and BN statistics that rank 0 saves
+            val = validate(net, val_loader, cfg.student_size, dist, tracker, autocast(cfg, device))
+            stop_on_bad_data(tracker, any_true(tracker.exceeded(final=True), dist), final=True)
+            bad = sum(gather(tracker.end_epoch(), dist))
             scheduler.step()
             skip, sums = 0, None
             if not math.isfinite(val["val_auc"]):
                 raise NonFiniteError(f"val AUC is not finite in epoch {epoch}: the model outputs NaN; lower lr")
-            if not d.is_main:
+            if not dist.is_main:
                 continue
             row = dict(epoch=epoch, lr=lr, **train, **val, bad_samples=bad, seconds=round(time.time() - t0, 1))
             run.log_epoch(row)  # before last.pth: a resume drops rows past its epoch, so none is doubled
@@ -441,9 +441,9 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
             _logger.info("epoch %d: %s%s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                            for k, v in row.items() if k != "epoch"),
                          f" -> {saved.name}" if saved else "")
-    if d.is_main:
+    if dist.is_main:
         _logger.info("done: best val AUC %.4f (epoch %d), %s", *saver.ranked[0], run.weights / "BEST.pth")
-    finish(d)
+    finish(dist)
     return run.weights
 
 

@@ -142,18 +142,18 @@ def _newest(pattern: str, key: str) -> str:
 
 def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None) -> Run:
     """A new run folder for `name` (made by rank 0), or the folder of the run to resume with its last.pth state."""
-    d = init_distributed()
+    dist = init_distributed()
     setup_logging()
-    if not d.is_main:
+    if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     if resume:  # rank 0 reads the run folder (other nodes may not see it) and hands it to every rank
         run_dir = Path(resume)
         last = run_dir / "weights" / "last.pth"
-        found = broadcast(last.is_file() if d.is_main else None, d)
+        found = broadcast(last.is_file() if dist.is_main else None, dist)
         if not found:
             raise MissingFile(f"cannot resume: {last} does not exist (is {run_dir} a run folder of this project?)")
         values, state = broadcast((json.loads((run_dir / "config.json").read_text()), checkpoint.load(last))
-                                  if d.is_main else None, d)
+                                  if dist.is_main else None, dist)
         values.update(parse_override(o) for o in overrides)
         cfg = build_config(values, source=str(run_dir / "config.json"))
         _logger.info("resuming %s after epoch %d, step %d (config from its config.json; %s is not read)", run_dir,
@@ -165,15 +165,15 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
     for key in WEIGHT_GLOBS:  # resolved once, on rank 0: every node loads the same file, and config.json names it
         pattern = getattr(cfg, key)
         if pattern and glob.has_magic(pattern):
-            setattr(cfg, key, broadcast(_newest(pattern, key) if d.is_main else None, d))
-    if cfg.batch_size % (2 * d.world):
+            setattr(cfg, key, broadcast(_newest(pattern, key) if dist.is_main else None, dist))
+    if cfg.batch_size % (2 * dist.world):
         raise ConfigError(f"batch_size {cfg.batch_size} (images, global) must split into real/fake pairs over "
-                          f"{d.world} processes: use a multiple of {2 * d.world}")
-    if cfg.sync_bn and d.world > 1 and d.device.type != "cuda":
+                          f"{dist.world} processes: use a multiple of {2 * dist.world}")
+    if cfg.sync_bn and dist.world > 1 and dist.device.type != "cuda":
         raise ConfigError("sync_bn needs CUDA processes (SyncBatchNorm does not run on the CPU): set sync_bn to false")
-    run = Run(cfg, broadcast(run_dir, d), state, d)
+    run = Run(cfg, broadcast(run_dir, dist), state, dist)
     torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
-    if d.is_main:
+    if dist.is_main:
         probe = run.weights / ".write_test"
         try:  # fail now, not after the first epoch, when the output folder is unwritable or the disk is full
             probe.parent.mkdir(parents=True, exist_ok=True)
@@ -184,5 +184,5 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
                             f"to a writable folder") from None
         run.write_config()  # on resume: with its --set
         setup_logging(run.dir / "train.log")
-        _logger.info("run folder: %s%s", run.dir, f" ({d.world} processes)" if d.world > 1 else "")
+        _logger.info("run folder: %s%s", run.dir, f" ({dist.world} processes)" if dist.world > 1 else "")
     return run
