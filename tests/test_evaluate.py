@@ -168,7 +168,7 @@ def test_videos_in_the_sbi_code_layout_are_refused_with_the_fix(tmp_path, capsys
         dataset_items("dfdcp", tmp_path)
 
 
-def test_load_detector_model_feeds_the_student_as_in_training(tmp_path):
+def test_load_classifier_feeds_the_student_as_in_training(tmp_path):
     student_checkpoint(tmp_path / "a.pth", 40)
     student_checkpoint(tmp_path / "b.pth", None)
     model, size, faces = load_classifier(tmp_path / "a.pth")  # crops at image_size 48, antialiased to 40 inside
