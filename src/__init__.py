@@ -1,5 +1,5 @@
 """Knowledge distillation of the SBI deepfake detector. Its layers, each importing only those below it (checked by
-tests/test_layers.py): the commands (src/<command>.py, thin CLIs); train, scoring, deploy; data, faces, models; common."""
+tests/test_layers.py): the commands (src/<command>.py); train, scoring, deploy; data, faces, models; common."""
 import sys
 
 PYTHON = (3, 10)  # the oldest Python the README names; tests/test_docs.py parses every module as this version
