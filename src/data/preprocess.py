@@ -16,14 +16,13 @@ from tqdm import tqdm
 from src.common.distributed import Dist, host_barrier
 from src.common.layout import KINDS, MANIPULATIONS, videos_dir
 from src.common.logs import BadInput, MissingFile
+from src.common.workers import fork_safe_opencv, one_thread
 from src.faces.detectors import (
     FACES_FILE,
     DlibDetector,
     FaceDetector,
     UnreadableMedia,
-    fork_safe_opencv,
     frame_count,
-    one_thread,
     read_frame_batches,
 )
 
