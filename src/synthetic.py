@@ -1,7 +1,7 @@
 """Write a synthetic face dataset in the FF++ SBI layout (the generator is src/data/synthetic.py)."""
 import argparse
 
-from src.common.layout import COMPRESSIONS
+from src.common.layout import COMPRESSIONS, video_dir
 from src.common.logs import BadInput, cli, parse_size
 from src.data.synthetic import generate_dataset, make_splits
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(str(e))
     n = {k: 2 * len(v) for k, v in make_splits(a.videos).items()}
     print(f"wrote {a.videos} videos x {a.frames} frames ({a.frame_size[0]}x{a.frame_size[1]}, {a.landmarks} "
-          f"landmarks) to {out / 'original_sequences/youtube' / a.compression}; "
+          f"landmarks) to {video_dir(out, a.compression)}; "
           f"train/val/test videos {n['train']}/{n['val']}/{n['test']}")
 
 

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from src.common.distributed import init_distributed, leave
+from src.common.layout import REFERENCE_FACES
 from src.data.synthetic import generate_dataset
-from src.faces.detectors import REFERENCE_FACES, Face
+from src.faces.detectors import Face
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 REFERENCE = Path(__file__).resolve().parents[1] / ".ref"

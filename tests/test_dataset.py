@@ -11,6 +11,7 @@ import torch
 
 import main_distillation
 from src.common.config import Config
+from src.common.layout import REFERENCE_FACES
 from src.common.logs import UserError
 from src.data.dataset import (
     BadSampleTracker,
@@ -23,7 +24,7 @@ from src.data.dataset import (
     video_dir,
 )
 from src.data.synthetic import generate_dataset
-from src.faces.detectors import FACES_FILE, REFERENCE_FACES
+from src.faces.detectors import FACES_FILE
 from src.models.networks import create_classifier, training_faces
 
 from draws import assert_binomial, assert_pair_patterns

@@ -12,12 +12,12 @@ from torch import nn
 
 from src import benchmark, export
 from src.common import checkpoint
+from src.common.layout import REFERENCE_FACES
 from src.deploy import benchmark as bench
 from src.deploy import onnx as onnx_export
 from src.deploy import runtime as deploy
 from src.deploy.classifier import OrtClassifier
 from src.deploy.runtime import ort_session
-from src.faces.detectors import REFERENCE_FACES
 from src.models.fast_mobilevit import FastMobileVitV2Block, fast_mobilevitv2
 from src.models.networks import count_params, create_classifier
 

@@ -11,8 +11,8 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from src import evaluate, predict
-from src.common.layout import MANIPULATIONS
-from src.faces.detectors import REFERENCE_FACES, Face, choose_detector
+from src.common.layout import MANIPULATIONS, REFERENCE_FACES
+from src.faces.detectors import Face, choose_detector
 from src.models.classifier import StudentInput, load_classifier
 from src.models.fast_mobilevit import FastMobileVitV2Block
 from src.models.networks import create_classifier, student_view

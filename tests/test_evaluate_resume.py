@@ -16,8 +16,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from src import evaluate, predict
+from src.common.layout import REFERENCE_FACES
 from src.common.logs import cli
-from src.faces.detectors import REFERENCE_FACES, choose_detector, frame_count, one_thread, read_frames
+from src.common.workers import one_thread
+from src.faces.detectors import choose_detector, frame_count, read_frames
 from src.models.networks import create_classifier
 from src.scoring import score
 from src.scoring.evaluation import scoring_threads

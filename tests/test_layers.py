@@ -1,5 +1,6 @@
-"""The package's layers: imports point one way (commands, then scoring/deploy/train, then data/faces/models, then
-common), and inference loads no training or SBI-data code."""
+"""The package's layers: every module is a documented command or in a layer's package, imports point one way
+(commands, then scoring/deploy/train, then data/faces/models, then common), and inference imports no training code
+and SBI-data code only for int8 calibration's real crops, lazily."""
 import ast
 import json
 import subprocess
@@ -9,9 +10,14 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+# The documented `python -m src.<command>` tools (README): the only modules of src/ itself
+COMMANDS = {"preprocess", "regions", "preview", "evaluate", "predict", "export", "benchmark", "summary", "demo",
+            "synthetic", "retinaface", "bench_data", "bench_train", "gpu_check"}
 LAYER = {"common": 0, "models": 1, "faces": 1, "data": 1, "scoring": 2, "deploy": 2, "train": 2}
 # The only imports between packages of one layer (scoring may use deploy's runtime, never the reverse)
 SIDEWAYS = {("data", "faces"), ("data", "models"), ("scoring", "deploy")}
+INFERENCE = {"scoring", "deploy"}  # never import the training loop, nor the SBI data but for int8's real crops
+CALIBRATION = "src.deploy.calibration"  # the one inference module on src.data; deploy.onnx's export() loads it lazily
 
 
 def module_name(path: Path) -> str:
@@ -19,13 +25,24 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports() -> dict[str, set[str]]:
-    """Module -> the src modules it imports anywhere in its file (function-local imports too)."""
+def module_level(tree: ast.Module) -> list[ast.AST]:
+    """The nodes run when the module is imported: all but function bodies."""
+    nodes, todo = [], list(tree.body)
+    while todo:
+        node = todo.pop()
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            nodes.append(node)
+            todo.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def imports(lazy: bool = True) -> dict[str, set[str]]:
+    """Module -> the src modules it imports anywhere in its file (with `lazy`, function-local imports too)."""
     modules = {module_name(p): p for p in SRC.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        found, tree = set(), ast.parse(path.read_text())
+        for node in ast.walk(tree) if lazy else module_level(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "src":
                 assert node.level == 0, f"{name}: a relative import ({node.module})"
                 submodules = {f"{node.module}.{a.name}" for a in node.names} & set(modules)
@@ -36,10 +53,18 @@ def imports() -> dict[str, set[str]]:
     return graph
 
 
+def package(module: str) -> str:
+    """src.<package>.x -> <package>; a command's own name for src.<command>."""
+    return module.split(".")[1] if "." in module else ""
+
+
 def layer(module: str) -> tuple[int, str]:
     parts = module.split(".")
-    if len(parts) == 2 and parts[1] not in LAYER:  # src/<command>.py
+    if len(parts) == 2 and parts[1] in COMMANDS:  # src/<command>.py
         return 3, parts[1]
+    assert parts[1] in LAYER, (
+        f"{module} is neither a documented command ({', '.join(sorted(COMMANDS))}) nor in a layer's package: "
+        f"move it into src/<package>/, or document the command in README and add it to COMMANDS")
     return LAYER[parts[1]], parts[1]
 
 
@@ -50,9 +75,26 @@ def allowed(source: str, target: str) -> bool:
     return pa == pb or b < a or (a == b and (pa, pb) in SIDEWAYS)
 
 
+def test_every_module_is_a_command_or_in_a_layer():
+    modules = set(imports()) - {"src"}
+    for module in modules:
+        layer(module)
+    missing = {c for c in COMMANDS if f"src.{c}" not in modules}
+    assert not missing, f"documented commands without a file: {sorted(missing)}"
+
+
 def test_imports_point_down_the_layers():
     broken = {(s, t) for s, targets in imports().items() for t in targets if not allowed(s, t)}
     assert not broken, f"imports against the layers: {sorted(broken)}"
+
+
+def test_inference_imports_no_training_and_data_only_for_calibration():
+    broken = {(s, t) for s, targets in imports().items() if package(s) in INFERENCE for t in targets
+              if package(t) == "train" or package(t) == "data" and s != CALIBRATION}
+    assert not broken, f"scoring or deploy importing src.train, or src.data outside {CALIBRATION}: {sorted(broken)}"
+    eager = {s for s, targets in imports(lazy=False).items() if CALIBRATION in targets}
+    assert not eager, (f"{sorted(eager)} import {CALIBRATION} (so the SBI data pipeline) when imported: import it "
+                       f"inside the function that needs real crops")
 
 
 def test_no_import_cycles():

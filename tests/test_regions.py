@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from src.common.config import ConfigError, load_config
+from src.common.layout import video_dir
 from src.common.logs import UserError
-from src.data.dataset import SBIDataset, video_dir
+from src.data.dataset import SBIDataset
 from src.data.regions import disk_mb, make_regions
 from src.data.synthetic import generate_dataset
 from src.faces.detectors import FACES_FILE

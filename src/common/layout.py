@@ -12,8 +12,24 @@ PREDICTOR_81 = Path("weights/shape_predictor_81_face_landmarks.dat")
 REFERENCE_FACES = dict(detector="retinaface", max_size=2048, landmarks=PREDICTOR_81.name, landmark_points=81)
 
 
+ORIGINALS = ("youtube", "actors")  # FF++'s real sequences; actors are DeepFakeDetection's
+KINDS = ("landmarks", "retina", "frames")  # a preprocessed sequence's folders; frames last: it marks a finished video
+
+
+def sequence_dir(root: str | Path, sequence: str, compression: str) -> Path:
+    """A sequence's folder: an original (youtube, actors) or a manipulation (Deepfakes, ..., DeepFakeDetection)."""
+    group = "original_sequences" if sequence in ORIGINALS else "manipulated_sequences"
+    return Path(root) / group / sequence / compression
+
+
+def videos_dir(root: str | Path, sequence: str, compression: str) -> Path:
+    """Where FF++'s download script puts a sequence's mp4 files."""
+    return sequence_dir(root, sequence, compression) / "videos"
+
+
 def video_dir(root: str | Path, compression: str) -> Path:
-    return Path(root) / "original_sequences" / "youtube" / compression
+    """The youtube originals' folder, which holds the preprocessed kinds (KINDS) the SBI dataset reads."""
+    return sequence_dir(root, "youtube", compression)
 
 
 def split_videos(root: str | Path, split: str) -> list[str]:

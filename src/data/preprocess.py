@@ -14,21 +14,19 @@ import torch
 from tqdm import tqdm
 
 from src.common.distributed import Dist, host_barrier
-from src.common.layout import MANIPULATIONS
+from src.common.layout import KINDS, MANIPULATIONS, videos_dir
 from src.common.logs import BadInput, MissingFile
+from src.common.workers import fork_safe_opencv, one_thread
 from src.faces.detectors import (
     FACES_FILE,
     DlibDetector,
     FaceDetector,
     UnreadableMedia,
-    fork_safe_opencv,
     frame_count,
-    one_thread,
     read_frame_batches,
 )
 
 _logger = logging.getLogger(__name__)
-KINDS = ("landmarks", "retina", "frames")  # frames last: its folder marks a finished video
 
 
 @dataclass
@@ -46,14 +44,13 @@ def sequence_dirs(root: str | Path, compression: str, sequences: list[str] | Non
     root = Path(root)
 
     def videos(name: str) -> Path:
-        base = root / "original_sequences" if name in ("youtube", "actors") else root / "manipulated_sequences"
-        return base / name / compression / "videos"
+        return videos_dir(root, name, compression)
 
     if sequences:
         missing = [str(videos(s)) for s in sequences if not videos(s).is_dir()]
         if missing:
-            raise MissingFile(f"no videos folder {', '.join(missing)} (FF++ layout: <root>/original_sequences/"
-                                    f"youtube/<c>/videos, <root>/manipulated_sequences/<name>/<c>/videos)")
+            raise MissingFile(f"no videos folder {', '.join(missing)} (FF++ layout: "
+                              f"{videos_dir('<root>', 'youtube', '<c>')}, {videos_dir('<root>', '<name>', '<c>')})")
         return [videos(s) for s in sequences]
     found = [videos(s) for s in ("youtube", *MANIPULATIONS) if videos(s).is_dir()]
     if videos("youtube") not in found:

@@ -12,9 +12,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from src.common.layout import video_dir
 from src.common.logs import MissingFile
-from src.data.dataset import REGIONS_SOURCE, check_regions_source, faces_digest, regions_match_frames, video_dir
-from src.faces.detectors import FACES_FILE, fork_safe_opencv, one_thread
+from src.common.workers import fork_safe_opencv, one_thread
+from src.data.dataset import REGIONS_SOURCE, check_regions_source, faces_digest, regions_match_frames
+from src.faces.detectors import FACES_FILE
 from src.faces.geometry import sample_region
 
 _logger = logging.getLogger(__name__)

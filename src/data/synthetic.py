@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from src.common.layout import KINDS, video_dir
 from src.common.logs import BadInput
 from src.faces.detectors import FACES_FILE
 from src.faces.geometry import FOREHEAD_ORDER, retina_from_landmarks  # arc = file[FOREHEAD_ORDER]
@@ -261,18 +262,18 @@ def generate_dataset(out: str | Path, videos: int = 48, frames: int = 8, frame_s
     if n_landmarks not in (68, 81) or not 1 <= frames <= 1000:
         raise BadInput(f"need n_landmarks 68 or 81 and 1-1000 frames, got {n_landmarks} and {frames}")
     splits, out = make_splits(videos), Path(out)
-    root = out / "original_sequences" / "youtube" / compression
+    root = video_dir(out, compression)
     for v in range(videos):
-        dirs = [root / kind / f"{v:03d}" for kind in ("frames", "landmarks", "retina")]
-        for folder in dirs:
+        dirs = {kind: root / kind / f"{v:03d}" for kind in KINDS}
+        for folder in dirs.values():
             folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng([seed, v])
         video = SyntheticVideo(rng, frame_size, face_size)
         for f in range(frames):
             img, landmarks, retina = video.frame(rng)
-            cv2.imwrite(str(dirs[0] / f"{f:03d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-            np.save(dirs[1] / f"{f:03d}.npy", as_written(landmarks, n_landmarks))
-            np.save(dirs[2] / f"{f:03d}.npy", retina)
+            cv2.imwrite(str(dirs["frames"] / f"{f:03d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            np.save(dirs["landmarks"] / f"{f:03d}.npy", as_written(landmarks, n_landmarks))
+            np.save(dirs["retina"] / f"{f:03d}.npy", retina)
     for name, pairs in splits.items():
         (out / f"{name}.json").write_text(json.dumps(pairs))
     (root / FACES_FILE).write_text(json.dumps(dict(detector="synthetic", landmarks="synthetic",

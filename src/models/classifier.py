@@ -11,9 +11,8 @@ from torch import nn
 
 from src.common import checkpoint
 from src.common.config import resolve_path
-from src.common.layout import REFERENCE_FACES
 from src.common.logs import UserError
-from src.models.networks import classifier_from_checkpoint, student_view
+from src.models.networks import classifier_from_checkpoint, student_view, training_faces
 
 _logger = logging.getLogger(__name__)
 TEACHER_SIZE = 380  # input size of the SBI EfficientNet-B4 (FFc23.tar) and of plain timm state dicts
@@ -47,18 +46,16 @@ def load_classifier(path: str | Path) -> Classifier:
     ckpt = checkpoint.load(file)
     model = classifier_from_checkpoint(ckpt, file)  # every supported format, strictly loaded
     config = ckpt.get("config")
-    crop, size, faces = TEACHER_SIZE, None, dict(REFERENCE_FACES)
+    crop, size = TEACHER_SIZE, None
     if isinstance(config, dict):
         if not config.get("image_size"):
             raise UserError(f"{file}: its config records no image_size (the face crop size it was trained on), which "
                             f"scoring needs; set config['image_size'] in the checkpoint, or give its model's state "
                             f"dict alone (scored at {TEACHER_SIZE} px)")
         crop, size = config["image_size"], config.get("student_image_size")
-        if config.get("faces"):
-            faces = config["faces"]
-        else:
+        if not config.get("faces"):
             _logger.info("%s does not record its training data's face detector: assuming the SBI reference's", file)
     if size and size != crop:
         model = StudentInput(model, size).eval()
     _logger.info("model %s: face crops at %d px%s", file, crop, f", model input {size} px" if size else "")
-    return Classifier(model, int(crop), faces)
+    return Classifier(model, int(crop), training_faces(ckpt))

@@ -22,14 +22,13 @@ from src.common.config import resolve_path
 from src.common.distributed import broadcast, finish, host_barrier, init_distributed, leave
 from src.common.logs import UserError, make_folder, setup_logging
 from src.common.timing import Stopwatch
+from src.common.workers import fork_safe_opencv, one_thread
 from src.faces.detectors import (
     FaceDetector,
     UnreadableMedia,
     choose_detector,
     find_retinaface_weights,
-    fork_safe_opencv,
     make_detector,
-    one_thread,
     read_frame_batches,
 )
 from src.scoring.metrics import summarize

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from src.common.config import resolve_path
+from src.common.layout import REFERENCE_FACES
 from src.common.logs import BadInput, UserError
 from src.common.timing import Stopwatch
 from src.faces.detectors import (
-    REFERENCE_FACES,
     FaceDetector,
     frame_count,
     frame_indices,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from src.common.layout import MANIPULATIONS, split_videos, video_dir
+from src.common.layout import MANIPULATIONS, split_videos, videos_dir
 from src.common.logs import BadInput, MissingFile, UserError, read_json
 from src.faces.detectors import list_media
 from src.scoring.score import MediaScores
@@ -45,17 +45,16 @@ def _videos(folder: Path, what: str) -> list[Path]:
 def ff_items(root: Path, compression: str) -> list[Item]:
     """FF++ test split: its 140 real videos and, per manipulation, the 140 fakes of its pairs (a_b and b_a)."""
     pairs = read_json(root / "test.json", "FF++'s official test split")
-    reals = [Item(video_dir(root, compression) / "videos" / f"{v}.mp4", 0, "real")
-             for v in split_videos(root, "test")]
-    fakes = [Item(root / "manipulated_sequences" / m / compression / "videos" / f"{x}_{y}.mp4", 1, m)
+    reals = [Item(videos_dir(root, "youtube", compression) / f"{v}.mp4", 0, "real") for v in split_videos(root, "test")]
+    fakes = [Item(videos_dir(root, m, compression) / f"{x}_{y}.mp4", 1, m)
              for m in MANIPULATIONS for a, b in pairs for x, y in ((a, b), (b, a))]
     return reals + fakes
 
 
 def dfd_items(root: Path, compression: str) -> list[Item]:
     """DeepFakeDetection (shipped with FF++): actors' real videos vs DeepFakeDetection fakes."""
-    real = _videos(root / "original_sequences/actors" / compression / "videos", "DFD's real videos (FF++ -d DFD)")
-    fake = _videos(root / "manipulated_sequences/DeepFakeDetection" / compression / "videos", "DFD's fake videos")
+    real = _videos(videos_dir(root, "actors", compression), "DFD's real videos (FF++ -d DFD)")
+    fake = _videos(videos_dir(root, "DeepFakeDetection", compression), "DFD's fake videos")
     return [Item(p, 0, "real") for p in real] + [Item(p, 1, "fake") for p in fake]
 
 

@@ -33,8 +33,8 @@ from src.common.distributed import (
     sync_buffers,
 )
 from src.common.logs import UserError
+from src.common.workers import fork_safe_opencv
 from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset, build_dataset, collate_pairs
-from src.faces.detectors import fork_safe_opencv
 from src.models.networks import student_view
 from src.train import stop
 from src.train.losses import kd_loss
