@@ -90,8 +90,11 @@ class Run:
         return ({p.name for p in self.dir.glob("*")} <= {"config.json", "train.log", "weights"}
                 and not any(self.weights.glob("*")))
 
-    def write_config(self) -> None:
+    def keep(self) -> None:
+        """Write config.json and log to train.log: when a new run starts and once a resumed run is accepted (a
+        refused resume leaves its folder as it was)."""
         (self.dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        setup_logging(self.dir / "train.log")
 
     def log_epoch(self, row: dict) -> None:
         """Append `row` to log.csv (with its header first)."""
@@ -182,7 +185,7 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
         except OSError as e:
             raise UserError(f"cannot write to the output folder {run.dir} ({e}); free disk space or set output_dir "
                             f"to a writable folder") from None
-        run.write_config()  # on resume: with its --set
-        setup_logging(run.dir / "train.log")
-        _logger.info("run folder: %s%s", run.dir, f" ({dist.world} processes)" if dist.world > 1 else "")
+        if not run.resumed:
+            run.keep()
+            _logger.info("run folder: %s%s", run.dir, f" ({dist.world} processes)" if dist.world > 1 else "")
     return run
