@@ -18,7 +18,7 @@ from src.common.config import Config, ConfigError
 from src.common.distributed import Dist
 from src.common.logs import UserError
 from src.data.dataset import BadSampleTracker
-from src.models.networks import create_classifier, load_teacher, student_view
+from src.models.networks import classifier_from_checkpoint, create_classifier, student_view
 from src.train.engine import NonFiniteError, make_optimizer, sync_batchnorm, train_one_epoch
 
 TINY = "test_efficientnet"
@@ -75,11 +75,11 @@ def test_stage2_distils_from_the_stage1_checkpoint(config, stage1, monkeypatch):
     calls = []
 
     def counting_teacher(*args, **kwargs):
-        teacher = load_teacher(*args, **kwargs)
+        teacher = classifier_from_checkpoint(*args, **kwargs)
         teacher.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
         return teacher
 
-    monkeypatch.setattr(main_distillation, "load_teacher", counting_teacher)
+    monkeypatch.setattr(main_distillation, "classifier_from_checkpoint", counting_teacher)
     main_distillation.main([str(config), "-n", "s2", "--set", f"teacher_weights={pattern}",
                             "--set", f"pretrained_student_weights={pattern}"])
     run = run_dirs(config, "s2")[-1]
@@ -95,7 +95,7 @@ def test_stage2_distils_from_the_stage1_checkpoint(config, stage1, monkeypatch):
 
 
 def test_stage2_refuses_a_student_without_stage1(config, stage1):
-    with pytest.raises(SystemExit, match="Run stage 1 first"):
+    with pytest.raises(ConfigError, match="Run stage 1 first"):
         main_distillation.main([str(config), "-n", "x", "--set", f"teacher_weights={stage1 / 'weights' / 'BEST.pth'}"])
 
 
