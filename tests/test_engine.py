@@ -5,6 +5,7 @@ import hashlib
 import json
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,19 @@ def test_a_refused_run_leaves_no_run_folder_and_a_resumed_one_keeps_its_files(co
     with pytest.raises(UserError, match="trained on faces found by retinaface"):
         main_distillation.main([str(config), "-n", "x", "--resume", str(resumed), "--set", f"teacher_weights={plain}"])
     assert _hashes(resumed) == files  # config.json keeps its teacher for a later plain --resume
+
+
+def test_a_refused_run_starting_in_the_same_second_as_a_live_one_leaves_the_live_folder(config, tmp_path, monkeypatch):
+    plain = tmp_path / "plain.pth"
+    torch.save(create_classifier(TINY).state_dict(), plain)
+    now = datetime(2026, 1, 2, 3, 4, 5)
+    monkeypatch.setattr("src.train.run.datetime", type("Frozen", (), {"now": staticmethod(lambda: now)}))
+    live = config.parent / "output" / "clash_20260102-030405"
+    (live / "weights").mkdir(parents=True)  # a live run of the same name, started this second, before its first save
+    before = set(live.parent.iterdir())
+    with pytest.raises(UserError, match="trained on faces found by retinaface"):
+        main_distillation.main([str(config), "-n", "clash", "--set", f"teacher_weights={plain}"])
+    assert set(live.parent.iterdir()) == before and (live / "weights").is_dir()  # only its own clash_..._2 went
 
 
 def _hashes(folder: Path) -> dict[str, str]:

@@ -77,8 +77,9 @@ class Run:
 
     @contextlib.contextmanager
     def removed_if_refused(self) -> Iterator[None]:
-        """A refusal (UserError, SystemExit) before training began removes the new run's folder when it holds
-        nothing but what prepare_run wrote (config.json, train.log, an empty weights/); a resumed run's stays."""
+        """A refusal (UserError, SystemExit) before training began removes the new run's folder (made by this
+        process: `_new_folder`) when it holds nothing but what prepare_run wrote (config.json, train.log, an empty
+        weights/); a resumed run's stays."""
         try:
             yield
         except (UserError, SystemExit):
@@ -143,6 +144,19 @@ def _newest(pattern: str, key: str) -> str:
         return pattern
 
 
+def _new_folder(base: Path) -> Path:
+    """`base`, or `base_2`, `base_3`, ... where a run of the same name started in the same second: made here, so a
+    refused run removes only its own folder."""
+    folder, n = base, 1
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = base.with_name(f"{base.name}_{n}")
+
+
 def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None) -> Run:
     """A new run folder for `name` (made by rank 0), or the folder of the run to resume with its last.pth state."""
     dist = init_distributed()
@@ -174,17 +188,19 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
                           f"{dist.world} processes: use a multiple of {2 * dist.world}")
     if cfg.sync_bn and dist.world > 1 and dist.device.type != "cuda":
         raise ConfigError("sync_bn needs CUDA processes (SyncBatchNorm does not run on the CPU): set sync_bn to false")
-    run = Run(cfg, broadcast(run_dir, dist), state, dist)
-    torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
     if dist.is_main:
-        probe = run.weights / ".write_test"
         try:  # fail now, not after the first epoch, when the output folder is unwritable or the disk is full
-            probe.parent.mkdir(parents=True, exist_ok=True)
+            run_dir = run_dir if resume else _new_folder(run_dir)
+            probe = run_dir / "weights" / ".write_test"
+            probe.parent.mkdir(exist_ok=True)
             probe.write_bytes(b"\0" * (1 << 20))
             probe.unlink()
         except OSError as e:
-            raise UserError(f"cannot write to the output folder {run.dir} ({e}); free disk space or set output_dir "
+            raise UserError(f"cannot write to the output folder {run_dir} ({e}); free disk space or set output_dir "
                             f"to a writable folder") from None
+    run = Run(cfg, broadcast(run_dir, dist), state, dist)
+    torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
+    if dist.is_main:
         if not run.resumed:
             run.keep()
             _logger.info("run folder: %s%s", run.dir, f" ({dist.world} processes)" if dist.world > 1 else "")
