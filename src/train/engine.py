@@ -364,7 +364,7 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
     if dist.is_main:  # accepted: a resumed run's config.json takes its --set now
         run.keep()
         if state is not None:
-            _logger.info("resumed %s after epoch %d, step %d", run.dir, state["epoch"], state["step"])
+            _logger.info("resumed %s after epoch %d, step %d", run.folder, state["epoch"], state["step"])
     val_loader = make_loader(val_set, cfg, dist)
     tracker = BadSampleTracker(cfg.max_bad_fraction)
     optimizer, scheduler = make_optimizer(raw, cfg)
@@ -419,7 +419,7 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
                 barrier(dist)  # the other ranks wait for rank 0's save before they exit
                 message = (f"stopped by {_who_signalled(list(signals))} in epoch {epoch} after "
                            f"{sums['batches']} steps; last.pth is written. The run is not finished: continue with the "
-                           f"same command plus --resume {run.dir}")
+                           f"same command plus --resume {run.folder}")
                 if dist.is_main:
                     _logger.warning(message)
                 raise stop.Interrupted(message)

@@ -62,14 +62,14 @@ class Run:
     place among the processes."""
 
     cfg: Config
-    dir: Path
+    folder: Path
     state: dict | None = None
     dist: Dist = field(default_factory=Dist)
     started: bool = False  # set when training begins: a failure after it is no refusal
 
     @property
     def weights(self) -> Path:
-        return self.dir / "weights"
+        return self.folder / "weights"
 
     @property
     def resumed(self) -> bool:
@@ -84,22 +84,22 @@ class Run:
             yield
         except (UserError, SystemExit):
             if self.dist.is_main and not (self.resumed or self.started) and self._as_prepared():
-                shutil.rmtree(self.dir, ignore_errors=True)
+                shutil.rmtree(self.folder, ignore_errors=True)
             raise
 
     def _as_prepared(self) -> bool:
-        return ({p.name for p in self.dir.glob("*")} <= {"config.json", "train.log", "weights"}
+        return ({p.name for p in self.folder.glob("*")} <= {"config.json", "train.log", "weights"}
                 and not any(self.weights.glob("*")))
 
     def keep(self) -> None:
         """Write config.json and log to train.log: when a new run starts and once a resumed run is accepted (a
         refused resume leaves its folder as it was)."""
-        (self.dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        setup_logging(self.dir / "train.log")
+        (self.folder / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        setup_logging(self.folder / "train.log")
 
     def log_epoch(self, row: dict) -> None:
         """Append `row` to log.csv (with its header first)."""
-        path = self.dir / "log.csv"
+        path = self.folder / "log.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
@@ -109,7 +109,7 @@ class Run:
 
     def truncate_log(self, epoch: int) -> None:
         """Keep the log.csv rows up to `epoch` (a run killed between its log row and its last.pth wrote one more)."""
-        path = self.dir / "log.csv"
+        path = self.folder / "log.csv"
         if path.exists():
             lines = path.read_text().splitlines(keepends=True)
             path.write_text("".join(lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) <= epoch]))
@@ -118,7 +118,7 @@ class Run:
         """curves.png: train/val loss and val AUC per epoch, from log.csv."""
         plt = pyplot()
 
-        with open(self.dir / "log.csv") as f:
+        with open(self.folder / "log.csv") as f:
             rows = list(csv.DictReader(f))
         epochs = [int(r["epoch"]) for r in rows]
         fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -129,7 +129,7 @@ class Run:
         ax_auc.set(xlabel="epoch", ylabel="val AUC", title="val AUC")
         ax_loss.legend()
         fig.tight_layout()
-        fig.savefig(self.dir / "curves.png", dpi=80)
+        fig.savefig(self.folder / "curves.png", dpi=80)
         plt.close(fig)
 
 
@@ -203,5 +203,5 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
     if dist.is_main:
         if not run.resumed:
             run.keep()
-            _logger.info("run folder: %s%s", run.dir, f" ({dist.world} processes)" if dist.world > 1 else "")
+            _logger.info("run folder: %s%s", run.folder, f" ({dist.world} processes)" if dist.world > 1 else "")
     return run
