@@ -156,6 +156,8 @@ def test_help_lists_every_config_key_with_its_default(script, capsys):
     for key, default in [("lr", "0.0001"), ("alpha_schedule", "null"), ("keep_top_k", "5"), ("compression", "c23")]:
         assert re.search(rf"^ +{key} +{re.escape(default)}( |$)", out, re.M), key
     assert all(re.search(rf"^ +{f.name} ", out, re.M) for f in dataclasses.fields(Config))
+    assert re.search(r"^ +mask_type +random +random\|hull\|dfl_full\|extended\|components$", out, re.M)
+    assert re.search(r"^ +lr +0.0001 +\(0.0, 10.0\]$", out, re.M) and "None" not in out  # JSON spelling: null
 
 
 class Tiny(nn.Module):

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 
@@ -26,7 +26,8 @@ _logger = logging.getLogger(__name__)
 
 
 def config_keys() -> str:
-    """Every config key with its default (as JSON, strings bare) and its comment in `Config`, in Config's groups."""
+    """Every config key with its default (as JSON, strings bare), its allowed values (from the field's metadata) and
+    its comment in `Config`, in Config's groups."""
     comments, groups, group = {}, {}, None
     for line in inspect.getsource(Config).splitlines():
         code, _, comment = line.strip().partition("  # ")
@@ -34,14 +35,24 @@ def config_keys() -> str:
             group = code.strip("# -").split(" (")[0]
         elif (name := code.split(":")[0]) in FIELDS:
             comments[name], groups[name], group = comment, group, None
-    defaults, lines = Config(), ["config keys (in CONFIG or as --set KEY=VALUE) and their defaults:"]
-    for name in FIELDS:
+    defaults, lines = Config(), ["config keys (in CONFIG or as --set KEY=VALUE), their defaults and allowed values:"]
+    for name, f in FIELDS.items():
         if groups.get(name):
             lines.append(f"  {groups[name]}:")
         value = getattr(defaults, name)
         lines.append(f"    {name:<28}{value if isinstance(value, str) else json.dumps(value):<22}"
-                     f"{comments.get(name, '')}".rstrip())
+                     f"{_allowed(f.metadata):<23} {comments.get(name, '')}".rstrip())
     return "\n".join(lines)
+
+
+def _allowed(metadata: Mapping) -> str:
+    """'a|b' for choices, '[lo, hi]' for a range ('(lo, hi]' when lo itself is refused), '' for neither."""
+    if "choices" in metadata:
+        return "|".join(metadata["choices"])
+    if "range" in metadata:
+        lo, hi, lo_open = metadata["range"]
+        return f"{'(' if lo_open else '['}{json.dumps(lo)}, {json.dumps(hi)}]"
+    return ""
 
 
 def run_parser(description: str) -> argparse.ArgumentParser:
