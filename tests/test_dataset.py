@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import main_distillation
-from src.common.config import Config
+from src.common.config import Config, ConfigError
 from src.common.layout import REFERENCE_FACES
 from src.common.logs import UserError
 from src.data.dataset import (
@@ -200,7 +200,7 @@ def test_distillation_refuses_a_teacher_trained_on_other_faces_unless_allowed(ti
     with pytest.raises(UserError, match=r"trained on faces found by retinaface.*made with synthetic.*--detector "
                                         r"retinaface.*--set allow_teacher_face_mismatch=true"):
         main_distillation.main([str(config), "-n", "x"])
-    with caplog.at_level(logging.WARNING), pytest.raises(SystemExit, match="Run stage 1 first"):
+    with caplog.at_level(logging.WARNING), pytest.raises(ConfigError, match="Run stage 1 first"):
         main_distillation.main([str(config), "-n", "x", "--set", "allow_teacher_face_mismatch=true"])
     assert "distilling anyway" in caplog.text
     own = dict(arch="test_efficientnet", model=state, config=dict(faces=dict(detector="dlib")))  # this project's

@@ -1,9 +1,11 @@
 """The training engine and both entry scripts, end to end on generated data with tiny models."""
 import csv
 import dataclasses
+import hashlib
 import json
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from src.common.config import Config, ConfigError
 from src.common.distributed import Dist
 from src.common.logs import UserError
 from src.data.dataset import BadSampleTracker
-from src.models.networks import create_classifier, load_teacher, student_view
+from src.models.networks import classifier_from_checkpoint, create_classifier, student_view
 from src.train.engine import NonFiniteError, make_optimizer, sync_batchnorm, train_one_epoch
 
 TINY = "test_efficientnet"
@@ -74,11 +76,11 @@ def test_stage2_distils_from_the_stage1_checkpoint(config, stage1, monkeypatch):
     calls = []
 
     def counting_teacher(*args, **kwargs):
-        teacher = load_teacher(*args, **kwargs)
+        teacher = classifier_from_checkpoint(*args, **kwargs)
         teacher.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
         return teacher
 
-    monkeypatch.setattr(main_distillation, "load_teacher", counting_teacher)
+    monkeypatch.setattr(main_distillation, "classifier_from_checkpoint", counting_teacher)
     main_distillation.main([str(config), "-n", "s2", "--set", f"teacher_weights={pattern}",
                             "--set", f"pretrained_student_weights={pattern}"])
     run = run_dirs(config, "s2")[-1]
@@ -94,7 +96,7 @@ def test_stage2_distils_from_the_stage1_checkpoint(config, stage1, monkeypatch):
 
 
 def test_stage2_refuses_a_student_without_stage1(config, stage1):
-    with pytest.raises(SystemExit, match="Run stage 1 first"):
+    with pytest.raises(ConfigError, match="Run stage 1 first"):
         main_distillation.main([str(config), "-n", "x", "--set", f"teacher_weights={stage1 / 'weights' / 'BEST.pth'}"])
 
 
@@ -122,10 +124,28 @@ def test_a_refused_run_leaves_no_run_folder_and_a_resumed_one_keeps_its_files(co
     monkeypatch.undo()
     assert set(output.iterdir()) == before
     resumed = shutil.copytree(stage1, tmp_path / "resumed")
-    files = sorted(resumed.rglob("*"))
+    files = _hashes(resumed)
     with pytest.raises(UserError, match="trained on faces found by retinaface"):
         main_distillation.main([str(config), "-n", "x", "--resume", str(resumed), "--set", f"teacher_weights={plain}"])
-    assert sorted(resumed.rglob("*")) == files
+    assert _hashes(resumed) == files  # config.json keeps its teacher for a later plain --resume
+
+
+def test_a_refused_run_starting_in_the_same_second_as_a_live_one_leaves_the_live_folder(config, tmp_path, monkeypatch):
+    plain = tmp_path / "plain.pth"
+    torch.save(create_classifier(TINY).state_dict(), plain)
+    now = datetime(2026, 1, 2, 3, 4, 5)
+    monkeypatch.setattr("src.train.run.datetime", type("Frozen", (), {"now": staticmethod(lambda: now)}))
+    live = config.parent / "output" / "clash_20260102-030405"
+    (live / "weights").mkdir(parents=True)  # a live run of the same name, started this second, before its first save
+    before = set(live.parent.iterdir())
+    with pytest.raises(UserError, match="trained on faces found by retinaface"):
+        main_distillation.main([str(config), "-n", "clash", "--set", f"teacher_weights={plain}"])
+    assert set(live.parent.iterdir()) == before and (live / "weights").is_dir()  # only its own clash_..._2 went
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in folder.rglob("*")}
 
 
 @pytest.mark.parametrize("script", [train_student_only, main_distillation])
@@ -136,6 +156,8 @@ def test_help_lists_every_config_key_with_its_default(script, capsys):
     for key, default in [("lr", "0.0001"), ("alpha_schedule", "null"), ("keep_top_k", "5"), ("compression", "c23")]:
         assert re.search(rf"^ +{key} +{re.escape(default)}( |$)", out, re.M), key
     assert all(re.search(rf"^ +{f.name} ", out, re.M) for f in dataclasses.fields(Config))
+    assert re.search(r"^ +mask_type +random +random\|hull\|dfl_full\|extended\|components$", out, re.M)
+    assert re.search(r"^ +lr +0.0001 +\(0.0, 10.0\]$", out, re.M) and "None" not in out  # JSON spelling: null
 
 
 class Tiny(nn.Module):

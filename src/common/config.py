@@ -43,7 +43,7 @@ class Config:
     synthetic_data: bool = False  # generate the data root with src.synthetic when it is missing
     synthetic_videos: int = field(default=96, metadata=_range(6, 100000))  # how many videos to generate then
     image_size: int = field(default=380, metadata=_range(32, 2048))  # SBI crop size, the teacher's input
-    student_image_size: Optional[int] = field(default=256, metadata=_range(32, 2048))  # None: same as image_size
+    student_image_size: Optional[int] = field(default=256, metadata=_range(32, 2048))  # null: same as image_size
     frames_per_video: int = field(default=8, metadata=_range(1, 1000))
     data_layout: str = field(default="frames", metadata=_choice("frames", "regions"))  # regions: src.regions
     mask_type: str = field(default="random", metadata=_choice("random", "hull", "dfl_full", "extended", "components"))
@@ -68,11 +68,11 @@ class Config:
     lr_decay_fraction: float = field(default=0.25, metadata=_range(0.0, 1.0))  # linear decay over the last part
     sam_rho: float = field(default=0.05, metadata=_range(0.0, 10.0))
     sam_adaptive: bool = False
-    grad_clip: Optional[float] = field(default=1.0, metadata=_range(0.0, 1e6, lo_open=True))  # None: no clip
+    grad_clip: Optional[float] = field(default=1.0, metadata=_range(0.0, 1e6, lo_open=True))  # null: no clip
     max_consecutive_nonfinite: int = field(default=20, metadata=_range(1, 1000000))
     seed: int = field(default=5, metadata=_range(0, 2**32 - 1))
     keep_top_k: int = field(default=5, metadata=_range(1, 1000))
-    amp: Optional[str] = field(default=None, metadata=_choice("bf16"))  # bf16 autocast on CUDA; None: float32
+    amp: Optional[str] = field(default=None, metadata=_choice("bf16"))  # bf16 autocast on CUDA; null: float32
     channels_last: bool = False
     compile: bool = False  # torch.compile the student (and the teacher in stage 2) on CUDA
     sync_bn: bool = False  # under torchrun: the student's BatchNorm normalises over the global batch (SyncBatchNorm)

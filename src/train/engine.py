@@ -356,13 +356,15 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
     raw = sync_batchnorm(model.to(device, memory_format=memory), cfg, dist)  # before the optimizer takes its parameters
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     cfg.faces = train_set.faces  # config.json and every checkpoint say which detector made the training data
-    if dist.is_main:
-        run.write_config()
     _logger.info("data: %d train frames, %d val frames; %s at %d px (crops at %d px)", len(train_set), len(val_set),
                  arch, cfg.student_size, cfg.image_size)
     if len(train_set) < cfg.batch_size // 2:
         raise ConfigError(f"the train split has {len(train_set)} frames, fewer than one batch of "
                           f"{cfg.batch_size // 2} pairs: lower batch_size or add data")
+    if dist.is_main:  # accepted: a resumed run's config.json takes its --set now
+        run.keep()
+        if state is not None:
+            _logger.info("resumed %s after epoch %d, step %d", run.folder, state["epoch"], state["step"])
     val_loader = make_loader(val_set, cfg, dist)
     tracker = BadSampleTracker(cfg.max_bad_fraction)
     optimizer, scheduler = make_optimizer(raw, cfg)
@@ -417,7 +419,7 @@ def _fit(run: Run, model: nn.Module, arch: str, teacher: nn.Module | None) -> Pa
                 barrier(dist)  # the other ranks wait for rank 0's save before they exit
                 message = (f"stopped by {_who_signalled(list(signals))} in epoch {epoch} after "
                            f"{sums['batches']} steps; last.pth is written. The run is not finished: continue with the "
-                           f"same command plus --resume {run.dir}")
+                           f"same command plus --resume {run.folder}")
                 if dist.is_main:
                     _logger.warning(message)
                 raise stop.Interrupted(message)

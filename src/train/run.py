@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 
@@ -26,7 +26,8 @@ _logger = logging.getLogger(__name__)
 
 
 def config_keys() -> str:
-    """Every config key with its default (as JSON, strings bare) and its comment in `Config`, in Config's groups."""
+    """Every config key with its default (as JSON, strings bare), its allowed values (from the field's metadata) and
+    its comment in `Config`, in Config's groups."""
     comments, groups, group = {}, {}, None
     for line in inspect.getsource(Config).splitlines():
         code, _, comment = line.strip().partition("  # ")
@@ -34,14 +35,24 @@ def config_keys() -> str:
             group = code.strip("# -").split(" (")[0]
         elif (name := code.split(":")[0]) in FIELDS:
             comments[name], groups[name], group = comment, group, None
-    defaults, lines = Config(), ["config keys (in CONFIG or as --set KEY=VALUE) and their defaults:"]
-    for name in FIELDS:
+    defaults, lines = Config(), ["config keys (in CONFIG or as --set KEY=VALUE), their defaults and allowed values:"]
+    for name, f in FIELDS.items():
         if groups.get(name):
             lines.append(f"  {groups[name]}:")
         value = getattr(defaults, name)
         lines.append(f"    {name:<28}{value if isinstance(value, str) else json.dumps(value):<22}"
-                     f"{comments.get(name, '')}".rstrip())
+                     f"{_allowed(f.metadata):<23} {comments.get(name, '')}".rstrip())
     return "\n".join(lines)
+
+
+def _allowed(metadata: Mapping) -> str:
+    """'a|b' for choices, '[lo, hi]' for a range ('(lo, hi]' when lo itself is refused), '' for neither."""
+    if "choices" in metadata:
+        return "|".join(metadata["choices"])
+    if "range" in metadata:
+        lo, hi, lo_open = metadata["range"]
+        return f"{'(' if lo_open else '['}{json.dumps(lo)}, {json.dumps(hi)}]"
+    return ""
 
 
 def run_parser(description: str) -> argparse.ArgumentParser:
@@ -62,14 +73,14 @@ class Run:
     place among the processes."""
 
     cfg: Config
-    dir: Path
+    folder: Path
     state: dict | None = None
     dist: Dist = field(default_factory=Dist)
     started: bool = False  # set when training begins: a failure after it is no refusal
 
     @property
     def weights(self) -> Path:
-        return self.dir / "weights"
+        return self.folder / "weights"
 
     @property
     def resumed(self) -> bool:
@@ -77,25 +88,29 @@ class Run:
 
     @contextlib.contextmanager
     def removed_if_refused(self) -> Iterator[None]:
-        """A refusal (UserError, SystemExit) before training began removes the new run's folder when it holds
-        nothing but what prepare_run wrote (config.json, train.log, an empty weights/); a resumed run's stays."""
+        """A refusal (UserError, SystemExit) before training began removes the new run's folder (made by this
+        process: `_new_folder`) when it holds nothing but what prepare_run wrote (config.json, train.log, an empty
+        weights/); a resumed run's stays."""
         try:
             yield
         except (UserError, SystemExit):
             if self.dist.is_main and not (self.resumed or self.started) and self._as_prepared():
-                shutil.rmtree(self.dir, ignore_errors=True)
+                shutil.rmtree(self.folder, ignore_errors=True)
             raise
 
     def _as_prepared(self) -> bool:
-        return ({p.name for p in self.dir.glob("*")} <= {"config.json", "train.log", "weights"}
+        return ({p.name for p in self.folder.glob("*")} <= {"config.json", "train.log", "weights"}
                 and not any(self.weights.glob("*")))
 
-    def write_config(self) -> None:
-        (self.dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+    def keep(self) -> None:
+        """Write config.json and log to train.log: when a new run starts and once a resumed run is accepted (a
+        refused resume leaves its folder as it was)."""
+        (self.folder / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        setup_logging(self.folder / "train.log")
 
     def log_epoch(self, row: dict) -> None:
         """Append `row` to log.csv (with its header first)."""
-        path = self.dir / "log.csv"
+        path = self.folder / "log.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
@@ -105,7 +120,7 @@ class Run:
 
     def truncate_log(self, epoch: int) -> None:
         """Keep the log.csv rows up to `epoch` (a run killed between its log row and its last.pth wrote one more)."""
-        path = self.dir / "log.csv"
+        path = self.folder / "log.csv"
         if path.exists():
             lines = path.read_text().splitlines(keepends=True)
             path.write_text("".join(lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) <= epoch]))
@@ -114,7 +129,7 @@ class Run:
         """curves.png: train/val loss and val AUC per epoch, from log.csv."""
         plt = pyplot()
 
-        with open(self.dir / "log.csv") as f:
+        with open(self.folder / "log.csv") as f:
             rows = list(csv.DictReader(f))
         epochs = [int(r["epoch"]) for r in rows]
         fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -125,7 +140,7 @@ class Run:
         ax_auc.set(xlabel="epoch", ylabel="val AUC", title="val AUC")
         ax_loss.legend()
         fig.tight_layout()
-        fig.savefig(self.dir / "curves.png", dpi=80)
+        fig.savefig(self.folder / "curves.png", dpi=80)
         plt.close(fig)
 
 
@@ -138,6 +153,19 @@ def _newest(pattern: str, key: str) -> str:
         return str(resolve_path(pattern, key))
     except FileNotFoundError:
         return pattern
+
+
+def _new_folder(base: Path) -> Path:
+    """`base`, or `base_2`, `base_3`, ... where a run of the same name started in the same second: made here, so a
+    refused run removes only its own folder."""
+    folder, n = base, 1
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = base.with_name(f"{base.name}_{n}")
 
 
 def prepare_run(config_path: str, name: str, overrides: list[str], resume: str | None) -> Run:
@@ -171,18 +199,20 @@ def prepare_run(config_path: str, name: str, overrides: list[str], resume: str |
                           f"{dist.world} processes: use a multiple of {2 * dist.world}")
     if cfg.sync_bn and dist.world > 1 and dist.device.type != "cuda":
         raise ConfigError("sync_bn needs CUDA processes (SyncBatchNorm does not run on the CPU): set sync_bn to false")
-    run = Run(cfg, broadcast(run_dir, dist), state, dist)
-    torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
     if dist.is_main:
-        probe = run.weights / ".write_test"
         try:  # fail now, not after the first epoch, when the output folder is unwritable or the disk is full
-            probe.parent.mkdir(parents=True, exist_ok=True)
+            run_dir = run_dir if resume else _new_folder(run_dir)
+            probe = run_dir / "weights" / ".write_test"
+            probe.parent.mkdir(exist_ok=True)
             probe.write_bytes(b"\0" * (1 << 20))
             probe.unlink()
         except OSError as e:
-            raise UserError(f"cannot write to the output folder {run.dir} ({e}); free disk space or set output_dir "
+            raise UserError(f"cannot write to the output folder {run_dir} ({e}); free disk space or set output_dir "
                             f"to a writable folder") from None
-        run.write_config()  # on resume: with its --set
-        setup_logging(run.dir / "train.log")
-        _logger.info("run folder: %s%s", run.dir, f" ({dist.world} processes)" if dist.world > 1 else "")
+    run = Run(cfg, broadcast(run_dir, dist), state, dist)
+    torch.manual_seed(cfg.seed)  # before the model is built: the same config gives the same initial weights
+    if dist.is_main:
+        if not run.resumed:
+            run.keep()
+            _logger.info("run folder: %s%s", run.folder, f" ({dist.world} processes)" if dist.world > 1 else "")
     return run

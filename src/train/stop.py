@@ -1,13 +1,17 @@
 """Stopping a training run on SIGINT/SIGTERM after a whole step, with last.pth written: the protocol.
 
-1. `fit` runs inside `stop_on_signals()`: on the main thread it sets handlers on SIGINT and SIGTERM and resets the
-   state below.
+1. `fit`'s epoch loop runs inside `stop_on_signals()`: on the main thread it sets handlers on SIGINT and SIGTERM
+   and resets the state below. Before the loop (data building, the compile probe, the teacher's val AUC) a signal
+   gets Python's default handling: SIGINT raises KeyboardInterrupt (a traceback), SIGTERM kills the process at once
+   (no message; a shell shows exit status 143); no last.pth is written and the run folder stays, with its
+   config.json and train.log (delete it, or start again with the same command).
 2. The first signal is recorded (its name and time); the step in progress finishes.
 3. `train_one_epoch` reads `requested()` once per step and folds it into the step's one all-reduced flag, so every
    rank stops after the same step.
-4. Rank 0 writes last.pth inside `saving()` (a signal during a checkpoint write is ignored), with every rank's
-   running sums for the resume; the other ranks wait for rank 0's last.pth at a barrier. Then `Interrupted` is
-   raised and the entry script exits 0, its log saying: the same command, plus --resume.
+4. Rank 0 writes last.pth inside `saving()`, with every rank's running sums for the resume; the other ranks wait
+   for rank 0's last.pth at a barrier. Then `Interrupted` is raised and the entry script exits 0, its log saying:
+   the same command, plus --resume. During any checkpoint write (also an epoch's) a first signal is recorded as in
+   2 and a repeated one is ignored: a write is never cut short.
 5. A repeated signal within GRACE_S is the same request (torchrun and a scheduler both forward one); a later one
    raises KeyboardInterrupt at once (last.pth keeps the last save).
 6. DataLoader workers never die from the signal: `QuietLoader` forks them with the signals blocked, and
