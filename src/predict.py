@@ -4,8 +4,8 @@
 
 An input that is a folder stands for every image and video under it.
 
-A video is scored as in evaluation (src/evaluate.py, the SBI test protocol): frame score = max over its faces, overall =
-mean over frames with a face; an image is one frame. An input without any face has no fake probability (null).
+A video is scored as in evaluation (src/scoring/score.py, the SBI test protocol): frame score = max over its faces,
+overall = mean over frames with a face; an image is one frame. An input without any face has no fake probability (null).
 --save-vis DIR draws each face's box and fake probability: DIR/<name>.png for an image; for a video the frames it
 scored, DIR/<name>/<frame>.png, and DIR/<name>_scores.png, the frame scores over time (or "no face found").
 """
