@@ -38,7 +38,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from src.common.logs import UserError, cli, setup_logging
+from src.common.logs import cli, setup_logging
 from src.deploy.benchmark import (
     AUC_TOLERANCE,
     DEPLOYED,
@@ -121,15 +121,12 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(__name__).warning(
             "--device cuda measures the eager path only: %s and the int8 AUC check are skipped (ONNX Runtime runs on "
             "the CPU here); --device cpu measures them", ", ".join(dropped))
-    try:
-        resolved = {role: resolve(role, arch, size, w, c) for role, arch, size, w, c in (
-            ("teacher", args.teacher_arch, args.teacher_size, args.teacher, None),
-            ("student", args.student_arch, args.student_size, args.student,
-             None if args.student else args.student_input or args.teacher_size))}
-        models = {role: m for role, (m, _) in resolved.items()}
-        shipped = {role: shipped_files(m, paths) for role, m in models.items() if m.weights is not None}
-    except UserError as e:
-        ap.exit(2, f"error: {e}\n")
+    resolved = {role: resolve(role, arch, size, w, c) for role, arch, size, w, c in (
+        ("teacher", args.teacher_arch, args.teacher_size, args.teacher, None),
+        ("student", args.student_arch, args.student_size, args.student,
+         None if args.student else args.student_input or args.teacher_size))}
+    models = {role: m for role, (m, _) in resolved.items()}
+    shipped = {role: shipped_files(m, paths) for role, m in models.items() if m.weights is not None}
     out = Path(args.out or f"output/benchmark_{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     rows = measure(models, {role: net for role, (_, net) in resolved.items()}, paths, shipped, args)

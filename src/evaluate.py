@@ -35,7 +35,7 @@ import os
 import torch
 
 from src.common.layout import COMPRESSIONS
-from src.common.logs import UserError, cli, count_arg, setup_logging
+from src.common.logs import cli, count_arg, setup_logging
 from src.faces.detectors import add_detector_args
 from src.scoring.evaluation import evaluate_dataset
 from src.scoring.testsets import READERS
@@ -66,11 +66,8 @@ def main(argv: list[str] | None = None) -> None:
                                                            "seconds of decode, detect, crop, model")
     a = ap.parse_args(argv)
     setup_logging()
-    try:
-        evaluate_dataset(a.dataset, a.root, a.weights, a.frames, a.out, a.compression, a.detector, a.shape_predictor,
-                         a.retinaface_weights, a.runtime, a.batch_size, a.workers, a.device, a.bf16, a.profile)
-    except UserError as e:
-        ap.exit(2, f"error: {e}\n")
+    evaluate_dataset(a.dataset, a.root, a.weights, a.frames, a.out, a.compression, a.detector, a.shape_predictor,
+                     a.retinaface_weights, a.runtime, a.batch_size, a.workers, a.device, a.bf16, a.profile)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from src.common.checkpoint import file_sha256, load
 from src.common.config import resolve_path
-from src.common.logs import BadInput, UserError, cli, make_folder, setup_logging
+from src.common.logs import BadInput, cli, make_folder, setup_logging
 from src.deploy.onnx import (
     FACES_KEY,
     FORMATS,
@@ -57,20 +57,17 @@ def main(argv: list[str] | None = None) -> None:
                                      "images (train); default: the checkpoint's own training config")
     a = ap.parse_args(argv)
     setup_logging()
-    try:
-        model, crop, faces = load_classifier(a.weights)
-        weights = resolve_path(a.weights, "weights")
-        ckpt = load(weights)
-        cfg = data_config(weights, ckpt, crop, a.config)
-        if cfg is None and a.format == "onnx-int8":
-            raise BadInput(f"{weights} carries no training config: pass --config, whose data root gives the int8 "
-                             f"calibration crops (e.g. configs/config_SBI.json for FF++)")
-        out = Path(a.out or exported_path(weights, a.format))
-        make_folder(out.parent, "--out")
-        metadata = {FACES_KEY: json.dumps(faces), WEIGHTS_KEY: file_sha256(weights)}
-        result = export(model, crop, out, a.format, cfg, metadata)
-    except UserError as e:
-        ap.exit(2, f"error: {e}\n")
+    model, crop, faces = load_classifier(a.weights)
+    weights = resolve_path(a.weights, "weights")
+    ckpt = load(weights)
+    cfg = data_config(weights, ckpt, crop, a.config)
+    if cfg is None and a.format == "onnx-int8":
+        raise BadInput(f"{weights} carries no training config: pass --config, whose data root gives the int8 "
+                         f"calibration crops (e.g. configs/config_SBI.json for FF++)")
+    out = Path(a.out or exported_path(weights, a.format))
+    make_folder(out.parent, "--out")
+    metadata = {FACES_KEY: json.dumps(faces), WEIGHTS_KEY: file_sha256(weights)}
+    result = export(model, crop, out, a.format, cfg, metadata)
     source = "no config" if cfg is None else f"data root {cfg.data_root}, from {a.config or 'the checkpoint'}"
     calibration = None
     if a.format == "onnx-int8":

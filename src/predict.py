@@ -4,8 +4,8 @@
 
 An input that is a folder stands for every image and video under it.
 
-A video is scored as in evaluation (src/evaluate.py, the SBI test protocol): frame score = max over its faces, overall =
-mean over frames with a face; an image is one frame. An input without any face has no fake probability (null).
+A video is scored as in evaluation (src/scoring/score.py, the SBI test protocol): frame score = max over its faces,
+overall = mean over frames with a face; an image is one frame. An input without any face has no fake probability (null).
 --save-vis DIR draws each face's box and fake probability: DIR/<name>.png for an image; for a video the frames it
 scored, DIR/<name>/<frame>.png, and DIR/<name>_scores.png, the frame scores over time (or "no face found").
 """
@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from src.common.logs import UserError, cli, count_arg, setup_logging
+from src.common.logs import cli, count_arg, setup_logging
 from src.faces.detectors import add_detector_args
 from src.scoring.predict import predict_inputs, print_human
 
@@ -37,11 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-vis", metavar="DIR", help="draw the faces and their fake probabilities into DIR")
     a = ap.parse_args(argv)
     setup_logging()
-    try:
-        results = predict_inputs(a.inputs, a.weights, a.runtime, a.frames, a.detector, a.shape_predictor,
-                                 a.retinaface_weights, a.batch_size, a.device, a.save_vis)
-    except UserError as e:
-        ap.exit(2, f"error: {e}\n")
+    results = predict_inputs(a.inputs, a.weights, a.runtime, a.frames, a.detector, a.shape_predictor,
+                             a.retinaface_weights, a.batch_size, a.device, a.save_vis)
     if a.json:
         print(json.dumps(results, indent=2))
     else:

@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         detector = landmarker if a.detector == "dlib" else make_detector(
             a.detector, retinaface_weights=a.retinaface_weights, device=dist.device if dist.world > 1 else a.device)
         summaries = preprocess(a.root, a.compression, detector, landmarker, a.frames, a.sequences, a.workers, dist)
-    except UserError as e:
+    except UserError:
         leave(dist)
-        ap.exit(2, f"error: {e}\n")
+        raise
     for rank_summaries in host_gather(summaries, dist)[1:]:
         for out, s in rank_summaries.items():
             merge(summaries[out], s)

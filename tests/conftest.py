@@ -150,12 +150,13 @@ def evaluate_cli(folder, out, monkeypatch, calls=None, *extra, weights=None):
         return found
 
     from src import evaluate
+    from src.common.logs import cli
     from src.scoring import evaluation, score
 
     monkeypatch.setattr(evaluation, "make_detector", detector)
     monkeypatch.setattr(score, "load_classifier", lambda path: (GreyModel(), 32, REFERENCE_FACES))
-    evaluate.main(["--weights", str(weights), "--dataset", "folder", "--root", str(folder), "--frames", "4", "--out",
-                   str(out), "--device", "cpu", "--workers", "0", *extra])
+    cli(lambda: evaluate.main(["--weights", str(weights), "--dataset", "folder", "--root", str(folder), "--frames", "4",
+                               "--out", str(out), "--device", "cpu", "--workers", "0", *extra]))
     return json.loads((out / "results.json").read_text())
 
 

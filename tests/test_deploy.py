@@ -13,6 +13,7 @@ from torch import nn
 from src import benchmark, export
 from src.common import checkpoint
 from src.common.layout import REFERENCE_FACES
+from src.common.logs import cli
 from src.deploy import benchmark as bench
 from src.deploy import onnx as onnx_export
 from src.deploy import runtime as deploy
@@ -157,12 +158,12 @@ def test_benchmark_times_and_auc_checks_the_shipped_files_as_they_are(demo, tmp_
     assert check["data_root"] == data_root and (tmp_path / "b" / "benchmark.md").read_text() in printed
 
     with pytest.raises(SystemExit):  # the onnx path's file was never written
-        benchmark.main(["--student", str(weights), "--paths", "onnx", "--out", str(tmp_path / "c")])
+        cli(lambda: benchmark.main(["--student", str(weights), "--paths", "onnx", "--out", str(tmp_path / "c")]))
     assert f"no BEST.onnx beside {weights}" in capsys.readouterr().err
     torch.save({"model": create_classifier(TEACHER).state_dict(), "arch": TEACHER, "epoch": 2, "val_auc": 0.6,
                 "config": {"image_size": 48, "student_image_size": 40}}, weights)  # trained on: the file is stale
     with pytest.raises(SystemExit):
-        benchmark.main(["--student", str(weights), "--paths", "onnx-int8", "--out", str(tmp_path / "c")])
+        cli(lambda: benchmark.main(["--student", str(weights), "--paths", "onnx-int8", "--out", str(tmp_path / "c")]))
     assert "BEST_int8.onnx was not exported from" in capsys.readouterr().err
 
 
@@ -192,7 +193,7 @@ def test_export_takes_the_checkpoints_own_config_and_never_a_silent_demo_one(dem
     assert f"int8 calibrated on 128 train crops (data root {data_root}, from the checkpoint)" in printed
     torch.save(create_classifier("tf_efficientnet_b4").state_dict(), tmp_path / "plain.pth")  # no training config
     with pytest.raises(SystemExit):
-        export.main(["--weights", str(tmp_path / "plain.pth"), "--format", "onnx-int8"])
+        cli(lambda: export.main(["--weights", str(tmp_path / "plain.pth"), "--format", "onnx-int8"]))
     assert "carries no training config: pass --config" in capsys.readouterr().err
 
 

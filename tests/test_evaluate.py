@@ -12,6 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from src import evaluate, predict
 from src.common.layout import MANIPULATIONS, REFERENCE_FACES
+from src.common.logs import cli
 from src.faces.detectors import Face, choose_detector
 from src.models.classifier import StudentInput, load_classifier
 from src.models.fast_mobilevit import FastMobileVitV2Block
@@ -150,7 +151,7 @@ def test_videos_in_the_sbi_code_layout_are_refused_with_the_fix(tmp_path, capsys
     (tmp_path / "List_of_testing_videos.txt").write_text("1 Celeb-real/id0_0000.mp4\n0 Celeb-synthesis/id0_id1_0.mp4\n")
     touch(tmp_path, "Celeb-real/videos/id0_0000.mp4", "Celeb-synthesis/videos/id0_id1_0.mp4")
     with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(["--weights", "any", "--dataset", "cdf", "--root", str(tmp_path), "--device", "cpu"])
+        cli(lambda: evaluate.main(["--weights", "any", "--dataset", "cdf", "--root", str(tmp_path), "--device", "cpu"]))
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert all(text in err for text in (f"{tmp_path}/Celeb-real/id0_0000.mp4 is missing",
@@ -245,11 +246,11 @@ def test_cli_without_retinaface_weights_says_where_to_get_them(tmp_path, monkeyp
     student_checkpoint(tmp_path / "student.pth", 40)  # records no face source: the reference's, so RetinaFace
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        predict.main(["--weights", "student.pth", "--device", "cpu", "photo.png"])
+        cli(lambda: predict.main(["--weights", "student.pth", "--device", "cpu", "photo.png"]))
     assert exit_info.value.code == 2
     (tmp_path / "photo.png").write_bytes(b"")
     with pytest.raises(SystemExit):
-        predict.main(["--weights", "student.pth", "--device", "cpu", "photo.png"])
+        cli(lambda: predict.main(["--weights", "student.pth", "--device", "cpu", "photo.png"]))
     err = capsys.readouterr().err
     assert "retinaface_resnet50_2020-07-20-f168fae3c.zip" in err and "different AUCs" in err
 

@@ -54,10 +54,11 @@ def run_cli(main, root_or_inputs, out, monkeypatch, *extra, weights, faces=REFER
     if faces is not None:
         monkeypatch.setattr(score, "load_classifier", lambda path: (GreyModel(), 32, faces))
     if main is evaluate.main:
-        main(["--weights", str(weights), "--dataset", "folder", "--root", str(root_or_inputs), "--frames", "4",
-              "--out", str(out), "--device", "cpu", "--workers", "0", *extra])
+        cli(partial(main, ["--weights", str(weights), "--dataset", "folder", "--root", str(root_or_inputs), "--frames",
+                           "4", "--out", str(out), "--device", "cpu", "--workers", "0", *extra]))
     else:
-        main(["--weights", str(weights), "--frames", "4", "--device", "cpu", "--json", *extra, *root_or_inputs])
+        cli(partial(main, ["--weights", str(weights), "--frames", "4", "--device", "cpu", "--json", *extra,
+                           *root_or_inputs]))
     return chosen
 
 

@@ -1,4 +1,4 @@
-"""Tests for src/summary.py: the paper-style table of several evaluations."""
+"""Tests for src/summary.py and src/scoring/summary.py: the paper-style table of several evaluations."""
 import csv
 import json
 import re
@@ -8,6 +8,7 @@ import pytest
 
 from src import summary
 from src.common.logs import cli
+from src.scoring.summary import NAMES, PUBLISHED
 from src.scoring.testsets import READERS
 
 from conftest import evaluate_cli
@@ -133,11 +134,11 @@ def test_each_bad_input_gets_one_error_line(tmp_path, capsys):
 
 def test_published_figures_and_dataset_names_match_the_guide_and_the_evaluator():
     guide = (Path(__file__).resolve().parents[1] / "KNOWLEDGE_DISTILLATION_GUIDE.md").read_text()
-    for file, figures in summary.PUBLISHED.items():
+    for file, figures in PUBLISHED.items():
         row = re.search(rf"^\| `{re.escape(file)}` .*\|$", guide, re.M).group(0)
         assert [float(v) for v in row.strip("|").split("|")[2:]] == [figures[d] for d in
                                                                     ("cdf", "dfd", "dfdc", "dfdcp", "ffiw")]
-    assert set(summary.NAMES) == set(READERS)
+    assert set(NAMES) == set(READERS)
 
 
 
