@@ -9,12 +9,12 @@ scored; frame score = max over faces, video score = mean over frames with a face
 0.5 and is listed; a face whose box cannot be cropped is skipped and counted (bad_faces). Writes results.json,
 videos.csv and roc.png to `--out` (default output/evaluate_<dataset>_<time>/) and prints a table.
 
---workers processes decode, detect and crop videos ahead of the model, one thread each, and the scoring process
-gets the cores they leave; each scored video is appended to videos.jsonl, and the same command with an interrupted
-run's --out scores only the missing ones (the same model file, by content, under the same settings: anything else is
-refused); under torchrun each process scores every world-th video and rank 0 merges them; --runtime onnx scores an
-exported file in ONNX Runtime. A video that decodes fewer frames than it states (truncated, damaged) is scored on
-the frames it has and listed in results.json as truncated.
+--workers processes decode, detect and crop videos ahead of the model, one thread each at nice +10, and the
+scoring process gets the cores they leave; each scored video is appended to videos.jsonl, and the same command with
+an interrupted run's --out scores only the missing ones (the same model file, by content, under the same settings:
+anything else is refused); under torchrun each process scores every world-th video and rank 0 merges them; --runtime
+onnx scores an exported file in ONNX Runtime. A video that decodes fewer frames than it states (truncated, damaged)
+is scored on the frames it has and listed in results.json as truncated.
 
 Dataset layouts (`--root`):
     ff      FF++ root: test.json, original_sequences/youtube/<c>/videos/<id>.mp4 (real) and

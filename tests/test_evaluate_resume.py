@@ -6,7 +6,10 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -232,8 +235,16 @@ def test_profile_prints_the_thread_budget(folder, tmp_path, monkeypatch, capsys,
     run_cli(evaluate.main, folder, tmp_path / "out", monkeypatch, "--workers", "1", "--profile",
             weights=model_file(tmp_path / "m.pth", b"m"), faces=DLIB_FACES)
     cores = len(os.sched_getaffinity(0))
-    assert (f"threads: {cores} cores; 1 worker process of 1 thread each (OpenCV, its FFmpeg decoding, torch); the "
-            f"scoring process: torch {max(1, cores - 1)}") in capsys.readouterr().out
+    assert (f"threads: {cores} cores; 1 worker process of 1 thread each (OpenCV, its FFmpeg decoding, torch) at "
+            f"nice +10; the scoring process: torch {max(1, cores - 1)}") in capsys.readouterr().out
+
+
+def test_workers_run_one_thread_below_the_scoring_process_in_priority():
+    code = ("import os, torch; from src.scoring.evaluation import feeder; before = os.nice(0); feeder(0); "
+            "print(os.nice(0) - before, torch.get_num_threads(), os.environ['OPENCV_FFMPEG_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["10", "1", "1"]
 
 
 # ------------------------------------------------------------------------------------------------------------------

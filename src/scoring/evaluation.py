@@ -64,6 +64,17 @@ class VideoCrops(Dataset):
             return dict(index=i, error=str(e), timer=timer)
 
 
+FEEDER_NICE = 10  # how far the workers sit below the scoring process in CPU priority
+
+
+def feeder(worker_id: int) -> None:
+    """A worker that decodes, detects and crops ahead of the scoring process: one thread, and below that process in
+    CPU priority, so the classifier (the pipeline's last stage) gets a core whenever crops wait for it and the
+    workers take every cycle it leaves."""
+    one_thread(worker_id)
+    os.nice(FEEDER_NICE)
+
+
 def _as_is(sample: dict) -> dict:
     return sample
 
@@ -82,7 +93,7 @@ def evaluate_items(items: list[Item], detector: FaceDetector, model: nn.Module, 
     if workers:
         fork_safe_opencv()
     loader = DataLoader(VideoCrops(items, detector if in_workers else None, frames, size), batch_size=None,
-                        num_workers=workers, collate_fn=_as_is, worker_init_fn=one_thread)
+                        num_workers=workers, collate_fn=_as_is, worker_init_fn=feeder)
     results, n_frames, start = [], 0, time.perf_counter()
     bar = tqdm(total=len(items), desc="videos", unit="video", dynamic_ncols=True)
     for out in loader:
@@ -127,7 +138,7 @@ def thread_budget(workers: int, model: nn.Module) -> str:
     cores = len(os.sched_getaffinity(0))
     if workers:
         return (f"{cores} cores; {workers} worker process{'es' if workers != 1 else ''} of 1 thread each (OpenCV, its "
-                f"FFmpeg decoding, torch); the scoring process: {scoring}")
+                f"FFmpeg decoding, torch) at nice +{FEEDER_NICE}; the scoring process: {scoring}")
     decoding = os.environ.get("OPENCV_FFMPEG_THREADS", min(cores, 16))  # OpenCV's default: one per core, up to 16
     return f"{cores} cores, one process: FFmpeg decoding {decoding}, OpenCV {cv2.getNumThreads()}, scoring {scoring}"
 
