@@ -44,6 +44,7 @@ from src.deploy.benchmark import (
     DEPLOYED,
     PATHS,
     Model,
+    Settings,
     markdown,
     measure,
     ratios,
@@ -129,14 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     shipped = {role: shipped_files(m, paths) for role, m in models.items() if m.weights is not None}
     out = Path(args.out or f"output/benchmark_{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
-    rows = measure(models, {role: net for role, (_, net) in resolved.items()}, paths, shipped, args)
+    settings = Settings(args.device, args.threads, args.runs, args.warmup, args.batch, args.batch_runs,
+                        args.train_batch, args.bf16)
+    rows = measure(models, {role: net for role, (_, net) in resolved.items()}, paths, shipped, settings)
     ratio = ratios(rows)
     checks = [] if args.no_auc_check or DEPLOYED not in paths else [
         auc_check(models[role], files, args.config, args.threads) for role, files in shipped.items()]
-    text = markdown(rows, ratio, checks, args)
+    text = markdown(rows, ratio, checks, settings)
     (out / "benchmark.md").write_text(text)
-    settings = {k: v for k, v in vars(args).items() if k not in ("teacher", "student", "out")}
-    (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=ratio, auc_check=checks, settings=settings,
+    options = {k: v for k, v in vars(args).items() if k not in ("teacher", "student", "out")}
+    (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=ratio, auc_check=checks, settings=options,
                                                         models={r: asdict(m) for r, m in models.items()}), indent=2))
     print(text + f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'}")
 

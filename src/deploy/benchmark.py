@@ -6,6 +6,7 @@ that import this module (and src.benchmark, their main module), so neither may i
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import statistics
 import tempfile
@@ -20,14 +21,27 @@ from src.common.logs import BadInput, MissingFile
 from src.deploy.runtime import ort_session, quantize_int8
 
 if TYPE_CHECKING:
-    from argparse import Namespace
-
     from torch import nn
 
+_logger = logging.getLogger(__name__)
 PATHS = ("eager", "onnx", "onnx-int8")
 DEPLOYED = "onnx-int8"
 TARGET_LATENCY_RATIO = 0.6  # the design: student 30 ms where the teacher takes 50 ms
 AUC_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a run times the models and what its table says of it (src.benchmark's options)."""
+
+    device: str
+    threads: int  # PyTorch's and ONNX Runtime's
+    runs: int  # timed runs at batch 1
+    warmup: int
+    batch: int  # the throughput figure's batch
+    batch_runs: int
+    train_batch: int  # the training-step memory figure's batch
+    bf16: bool  # the eager path under bf16 autocast
 
 
 @dataclass(frozen=True)
@@ -189,33 +203,33 @@ def shipped_files(m: Model, paths: list[str]) -> dict[str, str]:
 
 
 def timings(nets: dict[str, nn.Module], models: dict[str, Model], paths: list[str], files: dict[str, dict[str, str]],
-            args: Namespace) -> dict[tuple[str, str], dict]:
+            opts: Settings) -> dict[tuple[str, str], dict]:
     """{(path, role): latency at batch 1 (median, p90) and throughput at batch N}, teacher and student taking turns
     (`files`: {role: {path: ONNX file}})."""
-    sessions = {(p, role): ort_session(file, args.threads) for role, by_path in files.items()
+    sessions = {(p, role): ort_session(file, opts.threads) for role, by_path in files.items()
                 for p, file in by_path.items()}
 
     def runner(p: str, role: str, batch: int) -> Callable[[], object]:
         crop = models[role].crop
         if p == "eager":
-            return eager_runner(nets[role], crop, batch, args.device, args.bf16)
+            return eager_runner(nets[role], crop, batch, opts.device, opts.bf16)
         return ort_runner(sessions[p, role], crop, batch)
 
     out = {}
     for p in paths:
-        print(f"{p}: latency at batch 1 ({args.runs} runs), throughput at batch {args.batch} ({args.batch_runs} runs)",
-              flush=True)
-        latency = take_turns({role: runner(p, role, 1) for role in models}, args.runs, args.warmup)
-        batch = take_turns({role: runner(p, role, args.batch) for role in models}, args.batch_runs, 1)
+        _logger.info("%s: latency at batch 1 (%d runs), throughput at batch %d (%d runs)", p, opts.runs, opts.batch,
+                     opts.batch_runs)
+        latency = take_turns({role: runner(p, role, 1) for role in models}, opts.runs, opts.warmup)
+        batch = take_turns({role: runner(p, role, opts.batch) for role in models}, opts.batch_runs, 1)
         for role in models:
             out[p, role] = dict(latency_bs1_ms=1e3 * statistics.median(latency[role]),
                                 latency_bs1_p90_ms=1e3 * float(np.percentile(latency[role], 90)),
-                                throughput=args.batch / statistics.median(batch[role]))
+                                throughput=opts.batch / statistics.median(batch[role]))
     return out
 
 
 def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[str], shipped: dict[str, dict[str, str]],
-            args: Namespace) -> list[dict]:
+            opts: Settings) -> list[dict]:
     """One row per path and model (`nets`: their networks as fed; `shipped`: {role: {path: ONNX file}} of the roles
     with weights, the others exported here): the file measured, params, input (fed, network), latency at batch 1,
     throughput at batch N, peak memory."""
@@ -223,19 +237,19 @@ def measure(models: dict[str, Model], nets: dict[str, nn.Module], paths: list[st
 
     from src.models.networks import count_params
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(opts.threads)
     params = {role: count_params(net) for role, net in nets.items()}
     with tempfile.TemporaryDirectory() as tmp:
         files = {role: shipped[role] if role in shipped else random_weight_files(nets[role], m, paths, Path(tmp))
                  for role, m in models.items()} if paths != ["eager"] else {role: {} for role in models}
-        times = timings({r: n.to(args.device) for r, n in nets.items()}, models, paths, files, args)
+        times = timings({r: n.to(opts.device) for r, n in nets.items()}, models, paths, files, opts)
         keys = [(p, role) for p in paths for role in models]
-        tasks = [(models[role], p, files[role].get(p), args.device, args.bf16, args.train_batch, args.threads)
+        tasks = [(models[role], p, files[role].get(p), opts.device, opts.bf16, opts.train_batch, opts.threads)
                  for p, role in keys]
-        print(f"peak memory: {len(tasks)} fresh processes", flush=True)
+        _logger.info("peak memory: %d fresh processes", len(tasks))
         with multiprocessing.get_context("spawn").Pool(2, maxtasksperchild=1) as pool:  # a fresh process per task
             memory = pool.starmap(peak_memory, tasks, chunksize=1)
-    label = {p: p + ("-bf16" if p == "eager" and args.bf16 else "") for p in paths}
+    label = {p: p + ("-bf16" if p == "eager" and opts.bf16 else "") for p in paths}
 
     def measured(p: str, role: str) -> str:
         return "random weights" if models[role].weights is None else Path(
@@ -274,16 +288,16 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [lines[0], "|" + "|".join("-" * (w + 2) for w in widths) + "|", *lines[1:]]
 
 
-def markdown(rows: list[dict], ratio: dict, checks: list[dict], args: Namespace) -> str:
+def markdown(rows: list[dict], ratio: dict, checks: list[dict], opts: Settings) -> str:
     """The results table with the ratios, the target and the int8 AUC check, as markdown."""
     lines = table(["model", "path", "file", "arch", "params", "input", "bs1 median", "bs1 p90",
-                   f"bs{args.batch} img/s", "peak MB inference bs1", f"peak MB train step bs{args.train_batch}"],
+                   f"bs{opts.batch} img/s", "peak MB inference bs1", f"peak MB train step bs{opts.train_batch}"],
                   [[r["model"], r["path"], r["file"], r["arch"], f"{r['params'] / 1e6:.1f}M", _px(r),
                     f"{r['latency_bs1_ms']:.1f} ms", f"{r['latency_bs1_p90_ms']:.1f} ms", f"{r['throughput']:.1f}",
                     _mb(r["peak_memory_mb"]), _mb(r["train_memory_mb"])] for r in rows]
                   + [["ratio", p, "", "student / teacher", "", "", f"{q['latency_bs1']:.2f}x", "",
                       f"{q['throughput_bs32']:.2f}x", f"{q['peak_memory']:.2f}x", ""] for p, q in ratio.items()])
-    lines += ["", f"{args.device}, {args.threads} threads. Latency: {args.runs} runs after {args.warmup} warm-up, "
+    lines += ["", f"{opts.device}, {opts.threads} threads. Latency: {opts.runs} runs after {opts.warmup} warm-up, "
               "teacher and student taking turns. Peak memory: each in a fresh process; on the CPU the rise of peak "
               "resident memory over the process after its imports. Train step: forward, backward, SGD step."]
     if any(r["file"] == "random weights" for r in rows):
@@ -293,7 +307,7 @@ def markdown(rows: list[dict], ratio: dict, checks: list[dict], args: Namespace)
         q = ratio[DEPLOYED]
         lines.append(f"target ({DEPLOYED}, batch 1): student/teacher latency {q['latency_bs1']:.2f}x "
                      f"(<= {TARGET_LATENCY_RATIO}: {'yes' if q['latency_bs1'] <= TARGET_LATENCY_RATIO else 'NO'}); "
-                     f"throughput at batch {args.batch} {q['throughput_bs32']:.2f}x the teacher's "
+                     f"throughput at batch {opts.batch} {q['throughput_bs32']:.2f}x the teacher's "
                      f"(student ahead: {'yes' if q['throughput_bs32'] > 1 else 'NO'})")
     if checks:
         lines += ["", f"int8 numerics: val AUC of the weights (eager fp32) and of their files, on the val split of "
