@@ -18,18 +18,15 @@ Rows, on generated data (src.synthetic) and random weights (nothing is downloade
 
 A row that fails prints its error in the table and the next rows run. Without CUDA it says so and exits with
 status 0; --cpu-tiny runs the same rows on the CPU, with gloo and tiny models and sizes (the tests run it).
+
+The rows' work is the libraries': the torchrun drill in src/train/fit_check.py, the SAM step in src/train/bench.py,
+the scoring in src/scoring, the benchmark in src/deploy/benchmark.py. This command picks sizes and prints the table.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
-import json
-import re
-import signal
-import socket
-import subprocess
+import os
 import sys
 import tempfile
 import time
@@ -38,23 +35,18 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
-from src.common import checkpoint
 from src.common.config import Config, load_config
 from src.common.logs import cli
-from src.data.synthetic import SyntheticVideo, generate_dataset
-from src.models.networks import create_classifier
+from src.data.synthetic import write_video
+from src.models.networks import save_random_checkpoint
+from src.train.fit_check import PER_GPU, sigterm_and_resume
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = (("float32 (TF32)", {}), ("bf16", {"amp": "bf16"}),
             ("bf16 + channels_last", {"amp": "bf16", "channels_last": True}),
             ("bf16 + compile", {"amp": "bf16", "compile": True}))
 ROWS = ("fit", "steps", "evaluate", "benchmark")
-PER_GPU = 4  # images per GPU and step in the 8-GPU recipe (32 over 8)
-STEPS_PER_EPOCH = 8  # fit's epochs: long enough for a signal to land mid-epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,102 +75,6 @@ def cpu_tiny_mode() -> Mode:
     return Mode(cfg, (160, 128), 60, (160, 128), 8, 160, {"num_workers": 2}, cuda=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cause(log: str) -> str:
-    """The line of a failed command's output that says why (the worker's error, not torchrun's summary)."""
-    lines = [x.strip() for x in log.splitlines() if re.search(r"^error: |\w+(Error|Exception): ", x.strip())
-             and "ChildFailedError" not in x]
-    return lines[-1] if lines else (log.strip().splitlines() or ["no output"])[-1]
-
-
-def _end(job: subprocess.Popen) -> None:
-    """Stop a torchrun job that is still running: SIGTERM, which torchrun passes to its processes, then SIGKILL."""
-    if job.poll() is None:
-        job.terminate()
-        try:
-            job.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            job.kill()
-
-
-def random_checkpoint(arch: str, cfg: Config, path: Path) -> Path:
-    """A checkpoint of this project holding `arch` with random weights (stage 2's start, the scored model)."""
-    torch.save({"model": create_classifier(arch).state_dict(), "arch": arch, "epoch": 0, "val_auc": 0.5,
-                "config": cfg.to_dict()}, path)
-    return path
-
-
-def fit_row(stage: int, mode: Mode, work: Path, nproc: int) -> str:
-    """`fit` of `stage` under torchrun: SIGTERM to torchrun mid-epoch, last.pth checked, --resume to the end."""
-    frames = STEPS_PER_EPOCH * PER_GPU // 2 * nproc // 8  # per video: 12 videos, of which 8 train
-    data = work / f"data_{frames}"
-    if not data.is_dir():
-        generate_dataset(data, videos=12, frames=frames, frame_size=mode.frame_size, face_size=mode.face_size)
-    c = mode.cfg
-    keys = dict(data_root=str(data), output_dir=str(work / "output"), model=c.model, teacher_arch=c.teacher_arch,
-                image_size=c.image_size, student_image_size=c.student_image_size, frames_per_video=frames,
-                batch_size=PER_GPU * nproc, epoch=2 if stage == 1 else 1, min_teacher_auc=0.0, **mode.fit_keys)
-    if stage == 2:
-        keys["teacher_weights"] = str(work / "teacher.pth")  # random weights, as if trained on RetinaFace crops:
-        keys["allow_teacher_face_mismatch"] = True  # generated faces are not, and the check needs no good labels
-        torch.save(create_classifier(c.teacher_arch).state_dict(), keys["teacher_weights"])
-        keys["pretrained_student_weights"] = str(random_checkpoint(c.model, c, work / "student.pth"))
-    config = work / f"stage{stage}.json"
-    config.write_text(json.dumps(keys))
-    script, name = ("train_student_only.py", "main_distillation.py")[stage - 1], f"stage{stage}"
-    earlier = set((work / "output").glob(f"{name}_*"))  # runs of an earlier check in the same --work
-
-    def torchrun(log: Path, *args: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-               f"--master_port={_free_port()}", str(ROOT / script), str(config), "-n", name, *args]
-        with open(log, "w") as out:
-            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def ready(run: Path) -> bool:  # after an epoch's end (stage 1) or the teacher's check (stage 2): steps come next
-        if stage == 1:
-            return (run / "log.csv").is_file()
-        return (run / "train.log").is_file() and "teacher val AUC" in (run / "train.log").read_text()
-
-    log = work / f"{name}.log"
-    job, deadline = torchrun(log), time.time() + 600
-    try:
-        while not ((runs := sorted(set((work / "output").glob(f"{name}_*")) - earlier)) and ready(runs[-1])):
-            if job.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"{script} stopped or took 600 s before its first step (exit status {job.poll()}): "
-                                   f"{_cause(log.read_text())} (log: {log})")
-            time.sleep(0.2)
-        job.send_signal(signal.SIGTERM)  # to torchrun, as a scheduler sends it: torchrun forwards it to each process
-        rc = job.wait(timeout=300)
-    finally:
-        _end(job)
-    run = runs[-1]
-    if not (run / "weights" / "last.pth").is_file():
-        raise RuntimeError(f"SIGTERM left no last.pth in {run} (torchrun exit status {rc}): {_cause(log.read_text())}")
-    last = checkpoint.load(run / "weights" / "last.pth")
-    if last["step"] == 0:
-        raise RuntimeError(f"SIGTERM reached {script} after epoch {last['epoch']}'s end, not mid-epoch (log: {log})")
-    resumed = work / f"{name}_resume.log"
-    job = torchrun(resumed, "--resume", str(run))
-    try:
-        if job.wait(timeout=600):
-            raise RuntimeError(f"{script} --resume exited with status {job.returncode}: {_cause(resumed.read_text())} "
-                               f"(log: {resumed})")
-    finally:
-        _end(job)
-    epochs = [int(r.split(",")[0]) for r in (run / "log.csv").read_text().splitlines()[1:]]
-    if epochs != list(range(1, keys["epoch"] + 1)):
-        raise RuntimeError(f"the resumed run logged epochs {epochs}, not 1-{keys['epoch']} ({run / 'log.csv'})")
-    best = checkpoint.load(run / "weights" / "BEST.pth")
-    backend = ("nccl" if mode.cuda else "gloo") if nproc > 1 else "no process group"
-    return (f"{nproc} x {PER_GPU} images ({backend}): SIGTERM in epoch {last['epoch'] + 1} after step {last['step']} "
-            f"(torchrun exit {rc}), resumed to epoch {epochs[-1]}, val AUC {best['val_auc']:.3f}")
-
-
 def step_row(cfg: Config, change: dict, steps: int, cuda: bool) -> str:
     """Both stages' SAM step with `change` applied: seconds, images/s and peak memory."""
     from src.train.bench import measure  # noqa: PLC0415
@@ -193,18 +89,6 @@ def step_row(cfg: Config, change: dict, steps: int, cuda: bool) -> str:
     return "; ".join(cells)
 
 
-def write_video(path: Path, size: tuple[int, int], frames: int, face_size: float) -> Path:
-    """A generated face video (MPEG-4 Part 2)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    scene = SyntheticVideo(rng, size, face_size)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
-    for _ in range(frames):
-        writer.write(cv2.cvtColor(scene.frame(rng)[0], cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
-
-
 def evaluate_row(mode: Mode, work: Path, retinaface_weights: str | None) -> str:
     """src.evaluate's scoring of a generated video with RetinaFace on the check's device and 2 workers: frames/s."""
     from src.faces.detectors import make_detector  # noqa: PLC0415
@@ -216,7 +100,7 @@ def evaluate_row(mode: Mode, work: Path, retinaface_weights: str | None) -> str:
     detector = make_detector("retinaface", retinaface_weights=retinaface_weights, device=device)
     detector.max_size = mode.detect_size or detector.max_size
     write_video(work / "videos" / "real" / "v.mp4", mode.video_size, mode.video_frames, min(mode.video_size) / 4)
-    model, size, _ = load_scorer(random_checkpoint(mode.cfg.model, mode.cfg, work / "scored.pth"))
+    model, size, _ = load_scorer(save_random_checkpoint(mode.cfg.model, mode.cfg, work / "scored.pth"))
     items = dataset_items("folder", work / "videos")
     start = time.perf_counter()
     results = evaluate_items(items, detector, model.to(device), size, mode.video_frames // 2, device, None,
@@ -230,21 +114,23 @@ def evaluate_row(mode: Mode, work: Path, retinaface_weights: str | None) -> str:
 
 
 def benchmark_row(mode: Mode, work: Path, bf16: bool) -> str:
-    """src.benchmark's eager path: student/teacher latency at batch 1, throughput and memory ratios."""
-    from src import benchmark  # noqa: PLC0415
+    """src.benchmark's eager path on random weights: student/teacher latency at batch 1, throughput and memory."""
+    from src.deploy.benchmark import Settings, markdown, measure, ratios, resolve  # noqa: PLC0415
 
-    c, out = mode.cfg, work / f"benchmark_{'bf16' if bf16 else 'fp32'}"
-    argv = ["--device", "cuda" if mode.cuda else "cpu", "--paths", "eager", "--out", str(out),
-            "--teacher-arch", c.teacher_arch, "--student-arch", c.model, "--teacher-size", str(c.image_size),
-            "--student-size", str(c.student_size)]
-    argv += ["--runs", "30"] if mode.cuda else ["--runs", "2", "--warmup", "1", "--batch", "2", "--batch-runs", "1",
-                                                  "--train-batch", "2", "--threads", "1"]
-    with contextlib.redirect_stdout(io.StringIO()):  # its own table goes to its folder
-        benchmark.main(argv + (["--bf16"] if bf16 else []))
-    q = json.loads((out / "benchmark.json").read_text())["ratios"]
+    c = mode.cfg
+    models, nets = {}, {}
+    for role, arch, size, crop in (("teacher", c.teacher_arch, c.image_size, None),
+                                   ("student", c.model, c.student_size, c.image_size)):  # fed the crop, as shipped
+        models[role], nets[role] = resolve(role, arch, size, None, crop)
+    settings = (Settings("cuda", os.cpu_count(), runs=30, warmup=5, batch=32, batch_runs=3, train_batch=8, bf16=bf16)
+                if mode.cuda else Settings("cpu", 1, runs=2, warmup=1, batch=2, batch_runs=1, train_batch=2, bf16=bf16))
+    rows = measure(models, nets, ["eager"], {}, settings)
+    q = ratios(rows)
+    out = work / f"benchmark_{'bf16' if bf16 else 'fp32'}.md"
+    out.write_text(markdown(rows, q, [], settings))
     q = next(iter(q.values()))
     return (f"student/teacher: latency at batch 1 {q['latency_bs1']:.2f}x, throughput {q['throughput_bs32']:.2f}x, "
-            f"peak memory {q['peak_memory']:.2f}x ({out / 'benchmark.md'})")
+            f"peak memory {q['peak_memory']:.2f}x ({out})")
 
 
 def run_rows(rows: list[tuple[str, Callable[[], str]]], cuda: bool = False) -> list[str]:
@@ -270,8 +156,8 @@ def plan(mode: Mode, work: Path, nproc: int, steps: int, chosen: list[str], comp
     """The rows of `chosen`, in the check's order (compile's step rows last: slow to start)."""
     rows: list[tuple[str, Callable[[], str]]] = []
     if "fit" in chosen:
-        rows += [(f"fit stage {s}, torchrun, SIGTERM + resume", lambda s=s: fit_row(s, mode, work, nproc))
-                 for s in (1, 2)]
+        rows += [(f"fit stage {s}, torchrun, SIGTERM + resume", lambda s=s: sigterm_and_resume(
+            s, mode.cfg, work, nproc, mode.frame_size, mode.face_size, mode.fit_keys, mode.cuda)) for s in (1, 2)]
     def steps_of(variants: tuple) -> list[tuple[str, Callable[[], str]]]:
         return [(f"step, batch {b}, {name}", lambda b=b, change=change: step_row(
             dataclasses.replace(mode.cfg, batch_size=b), change, steps, mode.cuda))

@@ -8,6 +8,7 @@ import torch
 
 from src import gpu_check
 from src.faces.retinaface import RetinaFace
+from src.train.fit_check import sigterm_and_resume
 
 
 def test_without_cuda_it_says_so_and_exits_cleanly(capsys, monkeypatch):
@@ -18,7 +19,8 @@ def test_without_cuda_it_says_so_and_exits_cleanly(capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_stage_2_under_torchrun_stops_by_sigterm_mid_epoch_and_resumes_to_the_end(tmp_path):
-    result = gpu_check.fit_row(2, gpu_check.cpu_tiny_mode(), tmp_path, nproc=2)
+    mode = gpu_check.cpu_tiny_mode()
+    result = sigterm_and_resume(2, mode.cfg, tmp_path, 2, mode.frame_size, mode.face_size, mode.fit_keys, cuda=False)
     assert result.startswith("2 x 4 images (gloo): SIGTERM in epoch 1 after step ")
     assert "resumed to epoch 1, val AUC" in result
     assert "last.pth is written" in (tmp_path / "stage2.log").read_text()

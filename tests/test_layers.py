@@ -70,8 +70,8 @@ def layer(module: str) -> tuple[int, str]:
 
 def allowed(source: str, target: str) -> bool:
     (a, pa), (b, pb) = layer(source), layer(target)
-    if a == 3:  # a command may use any library below it, and src.benchmark's rows (gpu_check)
-        return True
+    if a == 3:  # a command may use any library below it, and no other command
+        return b < 3
     return pa == pb or b < a or (a == b and (pa, pb) in SIDEWAYS)
 
 

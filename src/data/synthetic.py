@@ -244,6 +244,18 @@ class SyntheticVideo:
         return img, np.stack([f[2][:81] for f in faces]), np.stack([f[3] for f in faces])
 
 
+def write_video(path: Path, size: tuple[int, int], frames: int, face_size: float, seed: int = 0) -> Path:
+    """One generated scene as a video file (MPEG-4 Part 2, 25 frames/s)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    scene = SyntheticVideo(rng, size, face_size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
+    for _ in range(frames):
+        writer.write(cv2.cvtColor(scene.frame(rng)[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
 def as_written(landmarks: np.ndarray, n_landmarks: int = 81) -> np.ndarray:
     """Float landmarks (..., 81, 2) in arc order -> int32 as a dlib 68/81-point file stores them."""
     return np.rint(to_file_order(landmarks)[..., :n_landmarks, :]).astype(np.int32)

@@ -52,6 +52,13 @@ def create_classifier(arch: str, num_classes: int = 2) -> nn.Module:
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
 
+def save_random_checkpoint(arch: str, cfg: Config, path: Path) -> Path:
+    """A checkpoint of this project holding `arch` with random weights (speed does not depend on them) at `path`."""
+    torch.save({"model": create_classifier(arch).state_dict(), "arch": arch, "epoch": 0, "val_auc": 0.5,
+                "config": cfg.to_dict()}, path)
+    return path
+
+
 def count_params(model: nn.Module) -> int:
     """Number of parameters of `model`."""
     return sum(p.numel() for p in model.parameters())
