@@ -3,6 +3,7 @@ reports, dataset lists and the CLIs."""
 import csv
 import json
 import shutil
+import time
 
 import cv2
 import numpy as np
@@ -270,6 +271,27 @@ def test_worker_processes_give_the_one_at_a_time_scores(folder):
         for r, s in zip(results, one):
             assert [(f.frame, f.box) for f in r.scores.faces] == [(f.frame, f.box) for f in s.faces]
             assert max((abs(f.score - g.score) for f, g in zip(r.scores.faces, s.faces)), default=0) <= 1e-5
+
+
+def test_a_slow_video_does_not_hold_the_others_back(folder, monkeypatch):
+    """Each worker takes the next video when it has room and each video is scored as its crops arrive: with the first
+    video slow, the others are scored first; the list returned keeps the order of the items."""
+    items = dataset_items("folder", folder)
+    crops = evaluation.face_crops
+
+    def slow_first(path, *args):
+        if path == items[0].path:
+            time.sleep(2)
+        return crops(path, *args)
+
+    monkeypatch.setattr(evaluation, "face_crops", slow_first)  # the forked workers inherit it
+    seen = []
+    results = evaluate_items(items, SquareDetector(), GreyModel(), 32, frames=4, workers=2,
+                             on_result=lambda r: seen.append(r.item))
+    assert sorted(seen, key=items.index) == items and seen[0] != items[0] and seen.index(items[0]) >= 3
+    assert [r.item for r in results] == items
+    assert [r.score for r in results] == [r.score for r in evaluate_items(items, SquareDetector(), GreyModel(), 32,
+                                                                            frames=4)]
 
 
 def test_an_interrupted_evaluation_resumes_where_it_stopped(folder, tmp_path, monkeypatch):

@@ -86,15 +86,16 @@ def evaluate_items(items: list[Item], detector: FaceDetector, model: nn.Module, 
     """Score every video; unreadable ones are kept (score 0.5) with their error.
 
     `workers` DataLoader processes decode, detect and crop videos ahead while this process scores the crops of
-    the previous ones (a detector on CUDA runs here instead, on the frames the workers decoded). Results come in
-    the order of `items`, each passed to `on_result` as soon as it is scored.
+    the previous ones (a detector on CUDA runs here instead, on the frames the workers decoded). A worker takes the
+    next video as soon as it has room, and each video is scored and passed to `on_result` as soon as its crops
+    arrive, so a long video does not hold the others back; the list returned is in the order of `items`.
     """
     in_workers = getattr(detector, "device", torch.device("cpu")).type != "cuda"
     if workers:
         fork_safe_opencv()
     loader = DataLoader(VideoCrops(items, detector if in_workers else None, frames, size), batch_size=None,
-                        num_workers=workers, collate_fn=_as_is, worker_init_fn=feeder)
-    results, n_frames, start = [], 0, time.perf_counter()
+                        num_workers=workers, collate_fn=_as_is, worker_init_fn=feeder, in_order=False)
+    results, n_frames, start = {}, 0, time.perf_counter()
     bar = tqdm(total=len(items), desc="videos", unit="video", dynamic_ncols=True)
     for out in loader:
         item = items[out["index"]]
@@ -112,13 +113,13 @@ def evaluate_items(items: list[Item], detector: FaceDetector, model: nn.Module, 
             result = VideoResult(item, crop_scores(crops, model, device, batch_size, bf16))
             watch.lap("model")
             n_frames += crops.n_frames
-        results.append(result)
+        results[out["index"]] = result
         if on_result is not None:
             on_result(result)
         bar.update(1)
         bar.set_postfix(frames_per_s=f"{n_frames / (time.perf_counter() - start):.2f}")
     bar.close()
-    return results
+    return [results[i] for i in range(len(items))]
 
 
 def scoring_threads(workers: int) -> int | None:
