@@ -273,22 +273,29 @@ def test_worker_processes_give_the_one_at_a_time_scores(folder):
             assert max((abs(f.score - g.score) for f, g in zip(r.scores.faces, s.faces)), default=0) <= 1e-5
 
 
-def test_a_slow_video_does_not_hold_the_others_back(folder, monkeypatch):
-    """Each worker takes the next video when it has room and each video is scored as its crops arrive: with the first
-    video slow, the others are scored first; the list returned keeps the order of the items."""
+def test_workers_take_the_largest_video_first_and_a_slow_one_does_not_hold_the_others_back(folder, monkeypatch):
+    """The workers take the videos largest file first, each the next one when it has room, and each video is scored
+    as its crops arrive: with the largest video slow, the others are scored before it; the list returned keeps the
+    order of the items."""
     items = dataset_items("folder", folder)
-    crops = evaluation.face_crops
+    by_size = sorted(items, key=lambda i: -i.path.stat().st_size)
+    assert by_size != items
+    seen = []
+    evaluate_items(items, SquareDetector(), GreyModel(), 32, frames=4, workers=1,
+                   on_result=lambda r: seen.append(r.item))
+    assert seen == by_size  # one worker: in the order it took them
+    crops, slow = evaluation.face_crops, by_size[0].path
 
-    def slow_first(path, *args):
-        if path == items[0].path:
+    def slow_largest(path, *args):
+        if path == slow:
             time.sleep(2)
         return crops(path, *args)
 
-    monkeypatch.setattr(evaluation, "face_crops", slow_first)  # the forked workers inherit it
-    seen = []
+    monkeypatch.setattr(evaluation, "face_crops", slow_largest)  # the forked workers inherit it
+    seen.clear()
     results = evaluate_items(items, SquareDetector(), GreyModel(), 32, frames=4, workers=2,
                              on_result=lambda r: seen.append(r.item))
-    assert sorted(seen, key=items.index) == items and seen[0] != items[0] and seen.index(items[0]) >= 3
+    assert sorted(seen, key=items.index) == items and seen[0] != by_size[0] and seen.index(by_size[0]) >= 3
     assert [r.item for r in results] == items
     assert [r.score for r in results] == [r.score for r in evaluate_items(items, SquareDetector(), GreyModel(), 32,
                                                                             frames=4)]

@@ -79,6 +79,18 @@ def _as_is(sample: dict) -> dict:
     return sample
 
 
+def largest_first(items: list[Item]) -> list[int]:
+    """Indices of `items` by file size, largest first, so that the long videos start early and the short ones fill
+    the end, where a worker would otherwise be left alone with a long one (a missing file's error is quick: last)."""
+    def size(i: int) -> int:
+        try:
+            return items[i].path.stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(range(len(items)), key=lambda i: -size(i))
+
+
 def evaluate_items(items: list[Item], detector: FaceDetector, model: nn.Module, size: int, frames: int = 32,
                    device: str | torch.device = "cpu", batch_size: int | None = None, timer: dict | None = None,
                    workers: int = 0, bf16: bool = False,
@@ -86,15 +98,17 @@ def evaluate_items(items: list[Item], detector: FaceDetector, model: nn.Module, 
     """Score every video; unreadable ones are kept (score 0.5) with their error.
 
     `workers` DataLoader processes decode, detect and crop videos ahead while this process scores the crops of
-    the previous ones (a detector on CUDA runs here instead, on the frames the workers decoded). A worker takes the
-    next video as soon as it has room, and each video is scored and passed to `on_result` as soon as its crops
-    arrive, so a long video does not hold the others back; the list returned is in the order of `items`.
+    the previous ones (a detector on CUDA runs here instead, on the frames the workers decoded). The workers take the
+    videos largest file first, each the next one as soon as it has room, and each video is scored and passed to
+    `on_result` as soon as its crops arrive, so a long video does not hold the others back; the list returned is in
+    the order of `items`.
     """
     in_workers = getattr(detector, "device", torch.device("cpu")).type != "cuda"
     if workers:
         fork_safe_opencv()
     loader = DataLoader(VideoCrops(items, detector if in_workers else None, frames, size), batch_size=None,
-                        num_workers=workers, collate_fn=_as_is, worker_init_fn=feeder, in_order=False)
+                        sampler=largest_first(items) if workers else None, num_workers=workers, collate_fn=_as_is,
+                        worker_init_fn=feeder, in_order=False)
     results, n_frames, start = {}, 0, time.perf_counter()
     bar = tqdm(total=len(items), desc="videos", unit="video", dynamic_ncols=True)
     for out in loader:
