@@ -101,11 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)} "
                     "(ONNX Runtime paths: CPU only)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (PyTorch and ONNX Runtime)")
-    ap.add_argument("--runs", type=int, default=30, help="timed runs at batch 1")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=32, help="batch size of the throughput figure")
-    ap.add_argument("--batch-runs", type=int, default=3, help="timed runs at that batch")
-    ap.add_argument("--train-batch", type=int, default=8, help="batch of the training-step memory figure")
+    ap.add_argument("--runs", type=int, default=Settings.runs, help="timed runs at batch 1")
+    ap.add_argument("--warmup", type=int, default=Settings.warmup)
+    ap.add_argument("--batch", type=int, default=Settings.batch, help="batch size of the throughput figure")
+    ap.add_argument("--batch-runs", type=int, default=Settings.batch_runs, help="timed runs at that batch")
+    ap.add_argument("--train-batch", type=int, default=Settings.train_batch,
+                    help="batch of the training-step memory figure")
     ap.add_argument("--config", help="its val split is the int8 AUC check's for both models (default: each "
                                      "checkpoint's own training config; FFc23.tar carries none)")
     ap.add_argument("--no-auc-check", action="store_true", help="skip the int8 AUC check")

@@ -3,7 +3,7 @@
     python -m src.gpu_check [--config configs/config_SBI.json] [--steps 5] [--skip-compile] [--work DIR]
                             [--retinaface-weights W] [--rows fit,steps,evaluate,benchmark] [--cpu-tiny]
 
-Rows, on generated data (src.synthetic) and random weights (nothing is downloaded), at the config's sizes
+Rows, on generated data (src.data.synthetic) and random weights (nothing is downloaded), at the config's sizes
 (mobilevitv2_200 at 256 px from 380 px crops, the tf_efficientnet_b4 teacher at 380 px):
 
     fit        stage 1 (2 epochs) and stage 2 (1 epoch) under torchrun, one process per GPU (NCCL from 2 GPUs),
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -122,15 +123,18 @@ def benchmark_row(mode: Mode, work: Path, bf16: bool) -> str:
     for role, arch, size, crop in (("teacher", c.teacher_arch, c.image_size, None),
                                    ("student", c.model, c.student_size, c.image_size)):  # fed the crop, as shipped
         models[role], nets[role] = resolve(role, arch, size, None, crop)
-    settings = (Settings("cuda", os.cpu_count(), runs=30, warmup=5, batch=32, batch_runs=3, train_batch=8, bf16=bf16)
-                if mode.cuda else Settings("cpu", 1, runs=2, warmup=1, batch=2, batch_runs=1, train_batch=2, bf16=bf16))
+    settings = (Settings("cuda", os.cpu_count(), bf16=bf16) if mode.cuda  # src.benchmark's defaults
+                else Settings("cpu", 1, runs=2, warmup=1, batch=2, batch_runs=1, train_batch=2, bf16=bf16))
     rows = measure(models, nets, ["eager"], {}, settings)
     q = ratios(rows)
-    out = work / f"benchmark_{'bf16' if bf16 else 'fp32'}.md"
-    out.write_text(markdown(rows, q, [], settings))
+    out = work / f"benchmark_{'bf16' if bf16 else 'fp32'}"
+    out.mkdir(exist_ok=True)
+    (out / "benchmark.md").write_text(markdown(rows, q, [], settings))
+    (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=q, settings=dataclasses.asdict(settings)),
+                                                   indent=2))
     q = next(iter(q.values()))
     return (f"student/teacher: latency at batch 1 {q['latency_bs1']:.2f}x, throughput {q['throughput_bs32']:.2f}x, "
-            f"peak memory {q['peak_memory']:.2f}x ({out})")
+            f"peak memory {q['peak_memory']:.2f}x ({out / 'benchmark.md'})")
 
 
 def run_rows(rows: list[tuple[str, Callable[[], str]]], cuda: bool = False) -> list[str]:

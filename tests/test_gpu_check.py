@@ -35,6 +35,7 @@ def test_a_failing_row_prints_its_error_in_the_table_and_the_next_rows_run(tmp_p
     assert len(table) == 2 + 3  # header, rule, then every row, in one table
     assert table[2].startswith("| evaluate, RetinaFace, 2 workers | FAILED MissingFile: RetinaFace weights")
     assert all(line.startswith("| benchmark, eager") and "latency at batch 1" in line for line in table[3:])
+    assert (tmp_path / "work/benchmark_fp32/benchmark.md").is_file() and "benchmark_bf16/benchmark.md" in table[4]
 
 
 def test_the_step_rows_time_both_stages_and_compile_comes_last(tmp_path):

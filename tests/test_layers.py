@@ -85,7 +85,9 @@ def test_every_module_is_a_command_or_in_a_layer():
 
 def test_imports_point_down_the_layers():
     broken = {(s, t) for s, targets in imports().items() for t in targets if not allowed(s, t)}
-    assert not broken, f"imports against the layers: {sorted(broken)}"
+    assert not broken, (f"imports against the layers: {sorted(broken)}; imports point down (commands, then scoring/"
+                        f"deploy/train, then data/faces/models, then common), and a command imports only libraries "
+                        f"(src/<package>/), never another command: move shared code into a library")
 
 
 def test_inference_imports_no_training_and_data_only_for_calibration():

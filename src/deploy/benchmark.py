@@ -36,12 +36,12 @@ class Settings:
 
     device: str
     threads: int  # PyTorch's and ONNX Runtime's
-    runs: int  # timed runs at batch 1
-    warmup: int
-    batch: int  # the throughput figure's batch
-    batch_runs: int
-    train_batch: int  # the training-step memory figure's batch
-    bf16: bool  # the eager path under bf16 autocast
+    runs: int = 30  # timed runs at batch 1
+    warmup: int = 5
+    batch: int = 32  # the throughput figure's batch
+    batch_runs: int = 3
+    train_batch: int = 8  # the training-step memory figure's batch
+    bf16: bool = False  # the eager path under bf16 autocast
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ def _end(job: subprocess.Popen) -> None:
 
 
 def sigterm_and_resume(stage: int, cfg: Config, work: Path, nproc: int, frame_size: tuple[int, int], face_size: int,
-                       keys: dict, cuda: bool) -> str:
-    """Stage `stage` of `cfg`'s models and sizes with the training `keys` under torchrun, `nproc` processes of
+                       extra_keys: dict, cuda: bool) -> str:
+    """Stage `stage` of `cfg`'s models and sizes with the training `extra_keys` under torchrun, `nproc` processes of
     PER_GPU images, on data generated into `work` (random weights for stage 2's teacher and student): SIGTERM to
     torchrun mid-epoch, last.pth checked, --resume to the end. What happened, in one line; RuntimeError if not that."""
     frames = STEPS_PER_EPOCH * PER_GPU // 2 * nproc // 8  # per video: 12 videos, of which 8 train
@@ -57,7 +57,7 @@ def sigterm_and_resume(stage: int, cfg: Config, work: Path, nproc: int, frame_si
         generate_dataset(data, videos=12, frames=frames, frame_size=frame_size, face_size=face_size)
     keys = dict(data_root=str(data), output_dir=str(work / "output"), model=cfg.model, teacher_arch=cfg.teacher_arch,
                 image_size=cfg.image_size, student_image_size=cfg.student_image_size, frames_per_video=frames,
-                batch_size=PER_GPU * nproc, epoch=2 if stage == 1 else 1, min_teacher_auc=0.0, **keys)
+                batch_size=PER_GPU * nproc, epoch=2 if stage == 1 else 1, min_teacher_auc=0.0, **extra_keys)
     if stage == 2:
         keys["teacher_weights"] = str(work / "teacher.pth")  # random weights, as if trained on RetinaFace crops:
         keys["allow_teacher_face_mismatch"] = True  # generated faces are not, and the check needs no good labels
