@@ -2,8 +2,8 @@
 reports, dataset lists and the CLIs."""
 import csv
 import json
+import multiprocessing
 import shutil
-import time
 
 import cv2
 import numpy as np
@@ -275,8 +275,8 @@ def test_worker_processes_give_the_one_at_a_time_scores(folder):
 
 def test_workers_take_the_largest_video_first_and_a_slow_one_does_not_hold_the_others_back(folder, monkeypatch):
     """The workers take the videos largest file first, each the next one when it has room, and each video is scored
-    as its crops arrive: with the largest video slow, the others are scored before it; the list returned keeps the
-    order of the items."""
+    as its crops arrive: the largest video's worker waits until three others are scored, which only happens when they
+    do not wait for it (else the test fails after 30 s); the list returned keeps the order of the items."""
     items = dataset_items("folder", folder)
     by_size = sorted(items, key=lambda i: -i.path.stat().st_size)
     assert by_size != items
@@ -284,21 +284,40 @@ def test_workers_take_the_largest_video_first_and_a_slow_one_does_not_hold_the_o
     evaluate_items(items, SquareDetector(), GreyModel(), 32, frames=4, workers=1,
                    on_result=lambda r: seen.append(r.item))
     assert seen == by_size  # one worker: in the order it took them
-    crops, slow = evaluation.face_crops, by_size[0].path
+    crops, largest, others_scored = evaluation.face_crops, by_size[0].path, multiprocessing.Event()
 
-    def slow_largest(path, *args):
-        if path == slow:
-            time.sleep(2)
+    def after_three_others(path, *args):
+        if path == largest:
+            others_scored.wait(timeout=30)
         return crops(path, *args)
 
-    monkeypatch.setattr(evaluation, "face_crops", slow_largest)  # the forked workers inherit it
+    def record(result):
+        seen.append(result.item)
+        if len(seen) == 3:
+            others_scored.set()
+
+    monkeypatch.setattr(evaluation, "face_crops", after_three_others)  # the forked workers inherit it
     seen.clear()
-    results = evaluate_items(items, SquareDetector(), GreyModel(), 32, frames=4, workers=2,
-                             on_result=lambda r: seen.append(r.item))
-    assert sorted(seen, key=items.index) == items and seen[0] != by_size[0] and seen.index(by_size[0]) >= 3
+    results = evaluate_items(items, SquareDetector(), GreyModel(), 32, frames=4, workers=2, on_result=record)
+    assert sorted(seen, key=items.index) == items and seen.index(by_size[0]) >= 3
     assert [r.item for r in results] == items
     assert [r.score for r in results] == [r.score for r in evaluate_items(items, SquareDetector(), GreyModel(), 32,
                                                                             frames=4)]
+
+
+def test_largest_first_puts_a_file_it_cannot_read_last(tmp_path):
+    for name, size in (("small.mp4", 10), ("big.mp4", 30)):
+        (tmp_path / name).write_bytes(b"x" * size)
+    items = [Item(tmp_path / n, 0, "real") for n in ("gone.mp4", "big.mp4", "small.mp4")]
+    assert evaluation.largest_first(items) == [1, 2, 0]
+
+
+def test_the_cli_with_workers_gives_the_one_process_results(folder, tmp_path, monkeypatch):
+    one = evaluate_cli(folder, tmp_path / "one", monkeypatch)
+    two = evaluate_cli(folder, tmp_path / "two", monkeypatch, None, "--workers", "2")
+    drop = ("workers",)
+    assert {k: v for k, v in two.items() if k not in drop} == {k: v for k, v in one.items() if k not in drop}
+    assert (tmp_path / "two/videos.csv").read_text() == (tmp_path / "one/videos.csv").read_text()
 
 
 def test_an_interrupted_evaluation_resumes_where_it_stopped(folder, tmp_path, monkeypatch):

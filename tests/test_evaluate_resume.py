@@ -241,10 +241,10 @@ def test_profile_prints_the_thread_budget(folder, tmp_path, monkeypatch, capsys,
 
 def test_workers_run_one_thread_below_the_scoring_process_in_priority():
     code = ("import os, torch; from src.scoring.evaluation import feeder; before = os.nice(0); feeder(0); "
-            "print(os.nice(0) - before, torch.get_num_threads(), os.environ['OPENCV_FFMPEG_THREADS'])")
+            "print(os.nice(0) == min(19, before + 10), torch.get_num_threads(), os.environ['OPENCV_FFMPEG_THREADS'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
                          cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.split() == ["10", "1", "1"]
+    assert out.stdout.split() == ["True", "1", "1"]  # 10 below, as far as nice goes (19) when run under nice
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def evaluate_items(items: list[Item], detector: FaceDetector, model: nn.Module, 
         fork_safe_opencv()
     loader = DataLoader(VideoCrops(items, detector if in_workers else None, frames, size), batch_size=None,
                         sampler=largest_first(items) if workers else None, num_workers=workers, collate_fn=_as_is,
-                        worker_init_fn=feeder, in_order=False)
+                        worker_init_fn=feeder, multiprocessing_context="fork" if workers else None, in_order=False)
     results, n_frames, start = {}, 0, time.perf_counter()
     bar = tqdm(total=len(items), desc="videos", unit="video", dynamic_ncols=True)
     for out in loader:
