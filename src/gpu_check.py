@@ -130,8 +130,8 @@ def benchmark_row(mode: Mode, work: Path, bf16: bool) -> str:
     out = work / f"benchmark_{'bf16' if bf16 else 'fp32'}"
     out.mkdir(exist_ok=True)
     (out / "benchmark.md").write_text(markdown(rows, q, [], settings))
-    (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=q, settings=dataclasses.asdict(settings)),
-                                                   indent=2))
+    (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=q, auc_check=[],
+                                                        settings=dataclasses.asdict(settings)), indent=2))
     q = next(iter(q.values()))
     return (f"student/teacher: latency at batch 1 {q['latency_bs1']:.2f}x, throughput {q['throughput_bs32']:.2f}x, "
             f"peak memory {q['peak_memory']:.2f}x ({out / 'benchmark.md'})")

@@ -2,6 +2,7 @@
 resumed, the step rows, RetinaFace scoring with 2 workers, and one table in which a failing row does not stop the
 next."""
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -36,6 +37,7 @@ def test_a_failing_row_prints_its_error_in_the_table_and_the_next_rows_run(tmp_p
     assert table[2].startswith("| evaluate, RetinaFace, 2 workers | FAILED MissingFile: RetinaFace weights")
     assert all(line.startswith("| benchmark, eager") and "latency at batch 1" in line for line in table[3:])
     assert (tmp_path / "work/benchmark_fp32/benchmark.md").is_file() and "benchmark_bf16/benchmark.md" in table[4]
+    assert json.loads((tmp_path / "work/benchmark_fp32/benchmark.json").read_text())["rows"]
 
 
 def test_the_step_rows_time_both_stages_and_compile_comes_last(tmp_path):
