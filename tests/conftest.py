@@ -2,7 +2,6 @@
 import json
 import multiprocessing
 import os
-import socket
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -13,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from src.common.distributed import init_distributed, leave
+from src.common.distributed import free_port, init_distributed, leave
 from src.common.layout import REFERENCE_FACES
 from src.data.synthetic import generate_dataset
 from src.faces.detectors import Face
@@ -158,13 +157,6 @@ def evaluate_cli(folder, out, monkeypatch, calls=None, *extra, weights=None):
     cli(lambda: evaluate.main(["--weights", str(weights), "--dataset", "folder", "--root", str(folder), "--frames", "4",
                                "--out", str(out), "--device", "cpu", "--workers", "0", *extra]))
     return json.loads((out / "results.json").read_text())
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for a process group's rendezvous)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_ranks(fn, world: int = 2, *args) -> list:

@@ -13,7 +13,7 @@ from torch import nn
 
 from src.common import checkpoint
 from src.common.config import Config
-from src.common.distributed import Dist, epoch_indices
+from src.common.distributed import Dist, epoch_indices, free_port
 from src.common.logs import UserError
 from src.data.dataset import BadSampleTracker, DataQualityError, SBIDataset
 from src.data.synthetic import generate_dataset
@@ -27,7 +27,7 @@ from src.train.engine import (
     train_one_epoch,
 )
 
-from conftest import free_port, run_ranks
+from conftest import run_ranks
 
 
 class Net(nn.Module):

@@ -13,14 +13,13 @@ import torch
 import train_student_only
 from src.common import checkpoint
 from src.common.config import ConfigError, load_config
+from src.common.distributed import free_port
 from src.common.logs import UserError
 from src.data.dataset import build_dataset
 from src.models.networks import load_checkpoint_model
 from src.train import engine, stop
 from src.train.engine import make_loader, validate
 from src.train.losses import kd_loss
-
-from conftest import free_port
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Host-side waits under torchrun: a rank that finished its share of the videos long before the slowest one waits
 past the process group's collective timeout without being ended (src.evaluate, src.preprocess)."""
 import multiprocessing
-import socket
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
@@ -9,15 +8,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as td
 
-from src.common.distributed import Dist, host_barrier, host_gather
+from src.common.distributed import Dist, free_port, host_barrier, host_gather
 
 TIMEOUT_S, LATE_S = 2, 6  # the default group's timeout, and how much later than the others one rank arrives
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _uneven_rank(rank: int, world: int, port: int) -> list:
@@ -37,7 +30,7 @@ def _uneven_rank(rank: int, world: int, port: int) -> list:
 
 
 def test_host_waits_outlast_the_collective_timeout():
-    world, port = 3, _free_port()
+    world, port = 3, free_port()
     with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = [pool.submit(_uneven_rank, rank, world, port) for rank in range(world)]
         results = [job.result(timeout=120) for job in jobs]

@@ -5,6 +5,7 @@ Single-process runs use the same code with world size 1, where every collective 
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,6 +36,13 @@ class Dist:
             raise UserError(f"LOCAL_RANK {self.local_rank} but this process sees only {count} GPUs: start at most "
                                f"{count} processes per node (torchrun --nproc_per_node={count})")
         return torch.device("cuda", self.local_rank if count > 1 else 0)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def init_distributed(cpu: bool = False) -> Dist:

@@ -5,7 +5,6 @@ import contextlib
 import multiprocessing
 import os
 import resource
-import socket
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -14,7 +13,7 @@ from typing import Callable, Iterator
 import torch
 
 from src.common.config import Config
-from src.common.distributed import finish, init_distributed
+from src.common.distributed import finish, free_port, init_distributed
 from src.data.dataset import BadSampleTracker
 from src.models.networks import create_classifier, student_view
 from src.train.engine import (
@@ -172,9 +171,7 @@ def measure(cfg: Config, stage: int, steps: int, rank: int = 0, world: int = 1, 
 def in_fresh_processes(cfg: Config, stage: int, steps: int, world: int = 1, threads: int | None = None,
                        cpu: bool = False, foreach: bool = True, sam_clock: bool = False) -> dict:
     """`measure` in `world` new processes; the slowest rank's step time, the largest peak memory."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with ProcessPoolExecutor(world, mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = [pool.submit(measure, cfg, stage, steps, rank, world, port, threads, cpu, foreach, sam_clock)
                 for rank in range(world)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,13 @@ import torch
 
 from src.common import checkpoint
 from src.common.config import Config
+from src.common.distributed import free_port
 from src.data.synthetic import generate_dataset
 from src.models.networks import create_classifier, save_random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_GPU = 4  # images per GPU and step in the 8-GPU recipe (32 over 8)
 STEPS_PER_EPOCH = 8  # the drill's epochs: long enough for a signal to land mid-epoch
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cause(log: str) -> str:
@@ -70,7 +64,7 @@ def sigterm_and_resume(stage: int, cfg: Config, work: Path, nproc: int, frame_si
 
     def torchrun(log: Path, *args: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-               f"--master_port={_free_port()}", str(ROOT / script), str(config), "-n", name, *args]
+               f"--master_port={free_port()}", str(ROOT / script), str(config), "-n", name, *args]
         with open(log, "w") as out:
             return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
