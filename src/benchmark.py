@@ -31,10 +31,8 @@ PyTorch is imported inside functions: the memory probes of the ONNX Runtime path
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
@@ -45,11 +43,11 @@ from src.deploy.benchmark import (
     PATHS,
     Model,
     Settings,
-    markdown,
     measure,
     ratios,
     resolve,
     shipped_files,
+    write_report,
 )
 
 
@@ -137,11 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     ratio = ratios(rows)
     checks = [] if args.no_auc_check or DEPLOYED not in paths else [
         auc_check(models[role], files, args.config, args.threads) for role, files in shipped.items()]
-    text = markdown(rows, ratio, checks, settings)
-    (out / "benchmark.md").write_text(text)
     options = {k: v for k, v in vars(args).items() if k not in ("teacher", "student", "out")}
-    (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=ratio, auc_check=checks, settings=options,
-                                                        models={r: asdict(m) for r, m in models.items()}), indent=2))
+    text = write_report(out, rows, ratio, checks, settings, models, options)
     print(text + f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'}")
 
 

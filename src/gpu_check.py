@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -116,7 +115,7 @@ def evaluate_row(mode: Mode, work: Path, retinaface_weights: str | None) -> str:
 
 def benchmark_row(mode: Mode, work: Path, bf16: bool) -> str:
     """src.benchmark's eager path on random weights: student/teacher latency at batch 1, throughput and memory."""
-    from src.deploy.benchmark import Settings, markdown, measure, ratios, resolve  # noqa: PLC0415
+    from src.deploy.benchmark import Settings, measure, ratios, resolve, write_report  # noqa: PLC0415
 
     c = mode.cfg
     models, nets = {}, {}
@@ -128,10 +127,7 @@ def benchmark_row(mode: Mode, work: Path, bf16: bool) -> str:
     rows = measure(models, nets, ["eager"], {}, settings)
     q = ratios(rows)
     out = work / f"benchmark_{'bf16' if bf16 else 'fp32'}"
-    out.mkdir(exist_ok=True)
-    (out / "benchmark.md").write_text(markdown(rows, q, [], settings))
-    (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=q, auc_check=[],
-                                                        settings=dataclasses.asdict(settings)), indent=2))
+    write_report(out, rows, q, [], settings, models, dataclasses.asdict(settings))
     q = next(iter(q.values()))
     return (f"student/teacher: latency at batch 1 {q['latency_bs1']:.2f}x, throughput {q['throughput_bs32']:.2f}x, "
             f"peak memory {q['peak_memory']:.2f}x ({out / 'benchmark.md'})")

@@ -6,12 +6,13 @@ that import this module (and src.benchmark, their main module), so neither may i
 """
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -320,3 +321,15 @@ def markdown(rows: list[dict], ratio: dict, checks: list[dict], opts: Settings) 
                             *(f"{c['auc'][k]:.4f}" if k in c["auc"] else "-" for k in ("eager", "onnx", DEPLOYED)),
                             f"{c['diff']:.4f}", "yes" if c["ok"] else "NO"])] for c in checks])
     return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, rows: list[dict], ratio: dict, checks: list[dict], opts: Settings,
+                 models: dict[str, Model], options: dict) -> str:
+    """benchmark.md and benchmark.json ("rows", "ratios", "auc_check", "settings": `options`, "models") in `out`;
+    the markdown."""
+    text = markdown(rows, ratio, checks, opts)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.md").write_text(text)
+    (out / "benchmark.json").write_text(json.dumps(dict(rows=rows, ratios=ratio, auc_check=checks, settings=options,
+                                                        models={r: asdict(m) for r, m in models.items()}), indent=2))
+    return text
