@@ -174,13 +174,15 @@ def test_a_truncated_video_gives_only_its_own_frames(tmp_path, monkeypatch, capl
     truncated_mp4(videos / "000.mp4", 400, keep=200)
     monkeypatch.setattr(faces.cv2, "VideoCapture", capture)
     assert faces.frame_count(videos / "000.mp4") == 400
-    for count in (8, 32):  # 8: gaps of 57 frames, reached by seeking; 32: by grab()
+    for seek_gap, count in ((1000, 8), (1000, 32), (0, 32), (0, 8)):  # every frame reached by grab(), or by seeking
+        monkeypatch.setattr(faces, "SEEK_GAP", seek_gap)
+        caplog.clear()
         with caplog.at_level(logging.WARNING):
             got = list(read_frames(videos / "000.mp4", count))
         assert [i for i, _ in got] == [shown_index(rgb) for _, rgb in got] == [
             i for i in faces.frame_indices(400, count) if i < 200]  # each frame is its own, up to the cut
         assert f"{count - len(got)} of the {count} wanted frames" in caplog.text
-    always = BrightFaceDetector(level=0)
+    always = BrightFaceDetector(level=0)  # preprocessing, reaching its frames by seeking
     (summary,) = preprocess(tmp_path, "c23", always, always, frames=8).values()
     written = sorted((videos.parent / "frames/000").glob("*.png"))
     assert summary.frames == len(written) >= 3 and all(
