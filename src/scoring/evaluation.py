@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from src.common.checkpoint import file_sha256
@@ -40,17 +41,26 @@ from src.scoring.testsets import Item, VideoResult, dataset_items
 _logger = logging.getLogger(__name__)
 
 
-class VideoCrops(Dataset):
-    """Item i: the face crops of video i, decoded, detected and cropped where the DataLoader runs it (a worker
-    process); with `detector` None, its decoded frames only (the main process detects: RetinaFace on a GPU)."""
+class VideoCrops(IterableDataset):
+    """The face crops of each video of `items`, decoded, detected and cropped where the DataLoader runs it (a worker
+    process); with `detector` None, its decoded frames only (the main process detects: RetinaFace on a GPU). Each
+    worker takes the next video of `order` when it starts one (a counter the workers share), so no video waits behind
+    a long one in a busy worker's queue while another worker has nothing to do."""
 
-    def __init__(self, items: list[Item], detector: FaceDetector | None, frames: int, size: int):
-        self.items, self.detector, self.frames, self.size = items, detector, frames, size
+    def __init__(self, items: list[Item], detector: FaceDetector | None, frames: int, size: int, order: list[int]):
+        self.items, self.detector, self.frames, self.size, self.order = items, detector, frames, size, order
+        self.taken = multiprocessing.Value("q", 0)  # shared memory: forked workers count on the same one
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def __iter__(self) -> Iterator[dict]:
+        while (k := self.take()) < len(self.order):
+            yield self.crops(self.order[k])
 
-    def __getitem__(self, i: int) -> dict:
+    def take(self) -> int:
+        with self.taken.get_lock():
+            self.taken.value += 1
+            return self.taken.value - 1
+
+    def crops(self, i: int) -> dict:
         path, timer = self.items[i].path, defaultdict(float)
         watch = Stopwatch(timer)
         try:
@@ -99,16 +109,17 @@ def evaluate_items(items: list[Item], detector: FaceDetector, model: nn.Module, 
 
     `workers` DataLoader processes decode, detect and crop videos ahead while this process scores the crops of
     the previous ones (a detector on CUDA runs here instead, on the frames the workers decoded). The workers take the
-    videos largest file first, each the next one as soon as it has room, and each video is scored and passed to
+    videos largest file first, each the next one whenever it is free, and each video is scored and passed to
     `on_result` as soon as its crops arrive, so a long video does not hold the others back; the list returned is in
     the order of `items`.
     """
     in_workers = getattr(detector, "device", torch.device("cpu")).type != "cuda"
     if workers:
         fork_safe_opencv()
-    loader = DataLoader(VideoCrops(items, detector if in_workers else None, frames, size), batch_size=None,
-                        sampler=largest_first(items) if workers else None, num_workers=workers, collate_fn=_as_is,
-                        worker_init_fn=feeder, multiprocessing_context="fork" if workers else None, in_order=False)
+    order = largest_first(items) if workers else list(range(len(items)))
+    loader = DataLoader(VideoCrops(items, detector if in_workers else None, frames, size, order), batch_size=None,
+                        num_workers=workers, collate_fn=_as_is, worker_init_fn=feeder,
+                        multiprocessing_context="fork" if workers else None, in_order=False)
     results, n_frames, start = {}, 0, time.perf_counter()
     bar = tqdm(total=len(items), desc="videos", unit="video", dynamic_ncols=True)
     for out in loader:
