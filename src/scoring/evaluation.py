@@ -45,7 +45,7 @@ class VideoCrops(IterableDataset):
     """The face crops of each video of `items`, decoded, detected and cropped where the DataLoader runs it (a worker
     process); with `detector` None, its decoded frames only (the main process detects: RetinaFace on a GPU). Each
     worker takes the next video of `order` when it starts one (a counter the workers share), so no video waits behind
-    a long one in a busy worker's queue while another worker has nothing to do."""
+    a long one in a busy worker's queue while another worker has nothing to do. One pass: make a new one for each."""
 
     def __init__(self, items: list[Item], detector: FaceDetector | None, frames: int, size: int, order: list[int]):
         self.items, self.detector, self.frames, self.size, self.order = items, detector, frames, size, order
